@@ -1,0 +1,199 @@
+// The PacketCapture v1alpha1 API as TypeScript types. The CRD schema (crds/crd.ts) is
+// written against these types and test/unit/crd-types.test.ts checks that they agree.
+
+export const GROUP = 'packetcapture.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = 'PacketCapture';
+export const PLURAL = 'packetcaptures';
+export const SINGULAR = 'packetcapture';
+export const SHORT_NAME = 'pcap';
+export const FINALIZER = `${GROUP}/cleanup`;
+export const CONTROLLER_FIELD_MANAGER = 'packet-capture-controller';
+export const agentFieldManager = (node: string): string => `packet-capture-agent/${node}`;
+
+/** Where an agent keeps files: <dataDir>/<namespace>/<name>/<podUID>/<sessionId>/ */
+export const DEFAULT_DATA_DIR = '/var/lib/packet-capture';
+
+export const PROTOCOLS = ['TCP', 'UDP', 'ICMP', 'ICMPv6', 'SCTP'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+export const DIRECTIONS = ['Both', 'Ingress', 'Egress'] as const;
+export type Direction = (typeof DIRECTIONS)[number];
+export const LIFECYCLES = ['Follow', 'Once'] as const;
+export type Lifecycle = (typeof LIFECYCLES)[number];
+export const PHASES = ['Pending', 'Capturing', 'Completed', 'Failed'] as const;
+export type Phase = (typeof PHASES)[number];
+export const SESSION_STATES = ['Pending', 'Running', 'Ended', 'Failed'] as const;
+export type SessionState = (typeof SESSION_STATES)[number];
+
+export interface LabelSelectorRequirement {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  values?: string[];
+}
+
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: LabelSelectorRequirement[];
+}
+
+export interface Target {
+  podName?: string;
+  podSelector?: LabelSelector;
+}
+
+export interface Filter {
+  protocol?: Protocol;
+  port?: number;
+  srcPort?: number;
+  dstPort?: number;
+  peer?: string;
+  direction?: Direction;
+  bpf?: string;
+}
+
+export interface Limits {
+  maxPackets?: number;
+  /** Go-style duration: 30s, 10m, 1h30m */
+  duration?: string;
+  /** Kubernetes quantity of bytes: 10Mi, 500Ki, 1G */
+  fileSize?: string;
+  fileCount?: number;
+  snapLen?: number;
+}
+
+export interface PacketCaptureSpec {
+  target: Target;
+  filter?: Filter;
+  limits?: Limits;
+  lifecycle?: Lifecycle;
+}
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  observedGeneration?: number;
+  lastTransitionTime: string;
+}
+
+/** A pod instance the capture is bound to: identified by UID, never by name or IP. */
+export interface TargetStatus {
+  podName: string;
+  podUID: string;
+  nodeName: string;
+  podIP?: string;
+}
+
+export interface SessionStatus {
+  /** unique per capture; also the directory name under <podUID>/ */
+  id: string;
+  podUID: string;
+  podName: string;
+  nodeName: string;
+  generation: number;
+  state: SessionState;
+  /** a reason word (see REASONS) while Pending/Failed, or why the session ended */
+  reason?: string;
+  startTime?: string;
+  endTime?: string;
+  endReason?: string;
+  packets?: number;
+  bytes?: number;
+  files?: number;
+  droppedByKernel?: number;
+  /** directory on the node that holds this session's files */
+  path?: string;
+  message?: string;
+}
+
+export interface PacketCaptureStatus {
+  observedGeneration?: number;
+  phase?: Phase;
+  conditions?: Condition[];
+  targets?: TargetStatus[];
+  sessions?: SessionStatus[];
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  uid: string;
+  generation?: number;
+  resourceVersion?: string;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  finalizers?: string[];
+}
+
+export interface PacketCapture {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: ObjectMeta;
+  spec: PacketCaptureSpec;
+  status?: PacketCaptureStatus;
+}
+
+/** Condition types: kstatus' three plus two of our own. */
+export const CONDITIONS = {
+  Ready: 'Ready',
+  Reconciling: 'Reconciling',
+  Stalled: 'Stalled',
+  TargetResolved: 'TargetResolved',
+  Capturing: 'Capturing',
+} as const;
+
+/**
+ * Every reason word a user can see, defined once and used in conditions, Events, session
+ * entries, logs and tests.
+ */
+export const REASONS = {
+  // target resolution (controller)
+  PodFound: 'PodFound',
+  PodsFound: 'PodsFound',
+  PodNotFound: 'PodNotFound',
+  PodNotRunning: 'PodNotRunning',
+  PodNotScheduled: 'PodNotScheduled',
+  PodTerminating: 'PodTerminating',
+  PodReplaced: 'PodReplaced',
+  NoMatchingPods: 'NoMatchingPods',
+  NoNodeAgent: 'NoNodeAgent',
+  // capture progress
+  SessionsRunning: 'SessionsRunning',
+  SessionsStarting: 'SessionsStarting',
+  CaptureCompleted: 'CaptureCompleted',
+  CaptureFailed: 'CaptureFailed',
+  CaptureDeleting: 'CaptureDeleting',
+  AgentGone: 'AgentGone',
+  // agent-side failures
+  NetnsNotFound: 'NetnsNotFound',
+  NetnsMismatch: 'NetnsMismatch',
+  InvalidFilter: 'InvalidFilter',
+  TcpdumpMissing: 'TcpdumpMissing',
+  TcpdumpExited: 'TcpdumpExited',
+  DiskFull: 'DiskFull',
+  // why a session ended
+  PodDeleted: 'PodDeleted',
+  SpecChanged: 'SpecChanged',
+  CaptureDeleted: 'CaptureDeleted',
+  PacketLimit: 'PacketLimit',
+  Duration: 'Duration',
+  Error: 'Error',
+  AgentShutdown: 'AgentShutdown',
+  AgentRestart: 'AgentRestart',
+  // the pod instance still runs but the capture no longer selects it (its labels changed)
+  PodNotSelected: 'PodNotSelected',
+} as const;
+export type Reason = (typeof REASONS)[keyof typeof REASONS];
+
+export const DEFAULTS = {
+  lifecycle: 'Follow' as Lifecycle,
+  direction: 'Both' as Direction,
+  snapLen: 262144,
+};
+
+/** Ended sessions kept in status per capture; older ones drop off (files stay on disk). */
+export const SESSION_HISTORY = 20;

@@ -1,0 +1,16 @@
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * The one root logger. Every capture's lines carry namespace, name, podUID and node via
+ * child loggers; secrets never reach it because we log objects' identities, not objects.
+ */
+export function createLogger(component: string, bindings: Record<string, unknown> = {}): Logger {
+  return pino({
+    level: process.env.LOG_LEVEL ?? 'info',
+    base: { component, ...bindings },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: ['token', 'password', '*.token', 'headers.authorization'],
+  });
+}
