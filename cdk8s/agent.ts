@@ -1,0 +1,107 @@
+// The node agent, one per node. It runs tcpdump inside pods' network namespaces, so it
+// needs the host's process table (hostPID) and a few capabilities, but not privileged
+// mode: NET_ADMIN and NET_RAW to capture, SYS_ADMIN to enter another network namespace,
+// SYS_PTRACE to open /proc/<pid>/ns/net of processes it does not own. It runs as root
+// because those checks are made against the pods' root-owned processes.
+
+import { ApiObject, JsonPatch, Size } from 'cdk8s';
+import {
+  Capability,
+  Cpu,
+  DaemonSet,
+  EnvFieldPaths,
+  EnvValue,
+  HostPathVolumeType,
+  Node,
+  NodeTaintQuery,
+  ServiceAccount,
+  Volume,
+} from 'cdk8s-plus-28';
+import { Construct } from 'constructs';
+import { DEFAULT_DATA_DIR } from '../crds/packetcapture.ts';
+import { EVENTS, grantClusterWide, grantInNamespace, LEASES, PACKETCAPTURES, PACKETCAPTURES_STATUS, PODS } from './rbac.ts';
+import { componentLabels, OPS_PORT } from './settings.ts';
+import { containerBasics, opsService, selectByLabels } from './workload.ts';
+
+export interface AgentProps {
+  namespace: string;
+  image: string;
+}
+
+const NAME = 'packet-capture-agent';
+
+export class Agent extends Construct {
+  constructor(scope: Construct, id: string, { namespace, image }: AgentProps) {
+    super(scope, id);
+    const labels = componentLabels('agent');
+    const account = { name: NAME, namespace };
+
+    const serviceAccount = new ServiceAccount(this, 'account', { metadata: account });
+    // status but not spec, and no Secrets: a compromised agent can neither retarget
+    // captures nor read credentials
+    grantClusterWide(this, NAME, account, [
+      { ...PACKETCAPTURES, verbs: ['get', 'list', 'watch'] },
+      { ...PACKETCAPTURES_STATUS, verbs: ['get', 'patch'] },
+      { ...PODS, verbs: ['get', 'list', 'watch'] },
+      { ...EVENTS, verbs: ['create', 'patch'] },
+    ]);
+    // its presence Lease, by which the controller knows the node has an agent
+    grantInNamespace(this, NAME, account, [{ ...LEASES, verbs: ['get', 'create', 'update'] }]);
+
+    const daemonSet = new DaemonSet(this, 'daemonset', {
+      metadata: { name: NAME, namespace, labels },
+      select: false,
+      podMetadata: { labels },
+      serviceAccount,
+      // cdk8s-plus defaults to false; the agent talks to the API server
+      automountServiceAccountToken: true,
+      securityContext: { ensureNonRoot: false, user: 0, group: 0 },
+    });
+    selectByLabels(daemonSet, labels);
+    // every node may run pods worth capturing, tainted or not
+    daemonSet.scheduling.tolerate(Node.tainted(NodeTaintQuery.any()));
+    // cdk8s-plus has no hostPID. Patches apply to the props before cdk8s renders them,
+    // hence hostPid; synth.test.ts checks that hostPID comes out.
+    ApiObject.of(daemonSet).addJsonPatch(JsonPatch.add('/spec/template/spec/hostPid', true));
+
+    const data = Volume.fromHostPath(this, 'data', 'data', {
+      path: DEFAULT_DATA_DIR,
+      type: HostPathVolumeType.DIRECTORY_OR_CREATE,
+    });
+    daemonSet.addContainer({
+      name: 'agent',
+      ...containerBasics(image, OPS_PORT.agent),
+      args: ['agent'],
+      envVariables: {
+        NODE_NAME: EnvValue.fromFieldRef(EnvFieldPaths.NODE_NAME),
+        POD_NAMESPACE: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAMESPACE),
+      },
+      // cdk8s-plus defaults to 1 CPU and 512Mi requested, on every node
+      resources: {
+        cpu: { request: Cpu.millis(20), limit: Cpu.millis(500) },
+        memory: { request: Size.mebibytes(64), limit: Size.mebibytes(256) },
+      },
+      securityContext: {
+        ensureNonRoot: false,
+        user: 0,
+        group: 0,
+        privileged: false,
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        capabilities: {
+          drop: [Capability.ALL],
+          add: [Capability.NET_ADMIN, Capability.NET_RAW, Capability.SYS_ADMIN, Capability.SYS_PTRACE],
+        },
+      },
+      volumeMounts: [
+        // the same path inside and out, so paths in status are paths on the node
+        { volume: data, path: DEFAULT_DATA_DIR },
+        // tsx caches compiled sources in the temp directory; the root filesystem is read-only
+        { volume: Volume.fromEmptyDir(this, 'tmp', 'tmp'), path: '/tmp' },
+      ],
+    });
+
+    // headless: one address per agent, to fetch files from the agent of a given node
+    opsService(this, { name: NAME, namespace, labels, port: OPS_PORT.agent, headless: true });
+  }
+}

@@ -1,0 +1,29 @@
+// The cdk8s app behind dist/ (`npm run synth`): the CRD in one file, so it can be applied
+// before anything that uses it, and the installation in another.
+
+import { App, Chart, YamlOutputType } from 'cdk8s';
+import { Namespace } from 'cdk8s-plus-28';
+import { Agent } from './agent.ts';
+import { Controller } from './controller.ts';
+import { PacketCaptureCrd } from './crd.ts';
+import { UserRoles } from './rbac.ts';
+import { image, NAMESPACE, PART_OF } from './settings.ts';
+
+const app = new App({ yamlOutputType: YamlOutputType.FILE_PER_CHART });
+
+const crds = new Chart(app, 'packet-capture-crds', { labels: PART_OF });
+new PacketCaptureCrd(crds, 'packetcapture');
+
+const install = new Chart(app, 'packet-capture', { labels: PART_OF });
+new Namespace(install, 'namespace', {
+  metadata: {
+    name: NAMESPACE,
+    // the agent's hostPID, hostPath and capabilities are beyond the baseline Pod Security level
+    labels: { 'pod-security.kubernetes.io/enforce': 'privileged' },
+  },
+});
+new Controller(install, 'controller', { namespace: NAMESPACE, image: image() });
+new Agent(install, 'agent', { namespace: NAMESPACE, image: image() });
+new UserRoles(install, 'users');
+
+app.synth();

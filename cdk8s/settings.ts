@@ -1,0 +1,23 @@
+// What every construct of the app agrees on: where it runs, what it runs, how it is labelled.
+
+/** The image runs both components; its entrypoint is the packet-capture CLI. */
+export const DEFAULT_IMAGE = 'ghcr.io/packet-capture/packet-capture:0.1.0';
+
+/**
+ * PACKET_CAPTURE_IMAGE overrides the image for a custom build. dist/ is synthesized
+ * without it, so the committed manifests do not depend on who ran the synth.
+ */
+export const image = (): string => process.env.PACKET_CAPTURE_IMAGE ?? DEFAULT_IMAGE;
+
+export const NAMESPACE = 'packet-capture-system';
+
+export const PART_OF = { 'app.kubernetes.io/part-of': 'packet-capture' };
+
+/** The labels that select one component's pods (and its Service's endpoints). */
+export const componentLabels = (component: 'controller' | 'agent') => ({
+  'app.kubernetes.io/name': 'packet-capture',
+  'app.kubernetes.io/component': component,
+});
+
+/** The port of /healthz, /readyz and /metrics (and the agent's capture files). */
+export const OPS_PORT = { controller: 8080, agent: 8081 } as const;

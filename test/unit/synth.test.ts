@@ -1,0 +1,177 @@
+// dist/ is what users apply and Argo CD syncs, so it must be exactly what the cdk8s app
+// produces now (run `npm run synth` after changing cdk8s/ or crds/), and what it produces
+// must keep the properties the design relies on.
+
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { DEFAULT_DATA_DIR, GROUP, PLURAL } from '../../crds/packetcapture.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const DIST = join(ROOT, 'dist');
+const TSX = join(ROOT, 'node_modules/tsx/dist/cli.mjs');
+const CLUSTER_SCOPED = new Set(['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding']);
+
+/** Runs the app as `cdk8s synth` does (cdk8s.yaml), into `outdir`, with `env` on top. */
+async function synth(outdir: string, env: Record<string, string> = {}): Promise<void> {
+  const { PACKET_CAPTURE_IMAGE: _ignored, ...inherited } = process.env;
+  await promisify(execFile)(process.execPath, [TSX, 'cdk8s/main.ts'], {
+    cwd: ROOT,
+    env: { ...inherited, CDK8S_OUTDIR: outdir, CDK8S_RECORD_CONSTRUCT_METADATA: 'false', ...env },
+  });
+}
+
+async function readDir(dir: string): Promise<Map<string, string>> {
+  const files = (await readdir(dir)).sort();
+  return new Map(await Promise.all(files.map(async (f) => [f, await readFile(join(dir, f), 'utf8')] as const)));
+}
+
+// Loosely typed: the assertions below say what they expect of each object.
+type Obj = any;
+
+const objectsOf = (files: Map<string, string>): Obj[] =>
+  [...files.values()].flatMap((text) => parseAllDocuments(text).map((d) => d.toJS() as Obj));
+
+describe('cdk8s synth', () => {
+  let work: string;
+  let fresh: Map<string, string>;
+  let custom: Obj[];
+  let objects: Obj[];
+  const find = (kind: string, name: string): Obj => {
+    const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
+    if (!found) throw new Error(`no ${kind} ${name} in the synthesized manifests`);
+    return found;
+  };
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'synth-'));
+    await Promise.all([
+      synth(join(work, 'default')),
+      synth(join(work, 'custom'), { PACKET_CAPTURE_IMAGE: 'registry.example/pcap:dev' }),
+    ]);
+    fresh = await readDir(join(work, 'default'));
+    custom = objectsOf(await readDir(join(work, 'custom')));
+    objects = objectsOf(fresh);
+  }, 120_000);
+
+  afterAll(async () => {
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('writes exactly what dist/ holds (run `npm run synth` when this fails)', async () => {
+    const committed = await readDir(DIST);
+    expect([...committed.keys()]).toEqual([...fresh.keys()]);
+    for (const [file, text] of fresh) expect(committed.get(file), file).toBe(text);
+  });
+
+  it('puts the CRD in a file of its own, so it can be applied first', () => {
+    const crdFiles = [...fresh].filter(([, text]) => text.includes('kind: CustomResourceDefinition'));
+    expect(crdFiles).toHaveLength(1);
+    expect(parseAllDocuments(crdFiles[0]![1]).map((d) => (d.toJS() as Obj).kind)).toEqual(['CustomResourceDefinition']);
+    expect(find('CustomResourceDefinition', `${PLURAL}.${GROUP}`).spec.versions[0].subresources).toEqual({ status: {} });
+  });
+
+  it('gives cluster-scoped objects no namespace and the rest packet-capture-system', () => {
+    for (const o of objects) {
+      const where = `${o.kind} ${o.metadata.name}`;
+      if (CLUSTER_SCOPED.has(o.kind)) expect(o.metadata, where).not.toHaveProperty('namespace');
+      else expect(o.metadata.namespace, where).toBe('packet-capture-system');
+    }
+    expect(objects.map((o) => o.kind)).toEqual(expect.arrayContaining([...CLUSTER_SCOPED]));
+  });
+
+  it('runs the controller as one unprivileged replica that can reach the API server', () => {
+    const deployment = find('Deployment', 'packet-capture-controller');
+    const pod = deployment.spec.template.spec;
+    const [container] = pod.containers;
+    expect(deployment.spec.replicas).toBe(1);
+    expect(pod.automountServiceAccountToken).toBe(true);
+    expect(pod.serviceAccountName).toBe('packet-capture-controller');
+    expect(container.args).toEqual(['controller', '--leader-elect']);
+    expect(container.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(container.resources).toEqual({
+      requests: { cpu: '50m', memory: '64Mi' },
+      limits: { cpu: '500m', memory: '256Mi' },
+    });
+    expect(container.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: 8080 });
+    expect(container.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 8080 });
+  });
+
+  it("runs the agent on every node in the host's PID namespace with capabilities, not privileged", () => {
+    const daemonSet = find('DaemonSet', 'packet-capture-agent');
+    const pod = daemonSet.spec.template.spec;
+    const [container] = pod.containers;
+    expect(pod.hostPID).toBe(true);
+    expect(pod.hostNetwork).not.toBe(true);
+    expect(pod.automountServiceAccountToken).toBe(true);
+    expect(pod.tolerations).toEqual([{ operator: 'Exists' }]);
+    expect(container.args).toEqual(['agent']);
+    expect(container.securityContext).toEqual({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] },
+    });
+    expect(container.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    expect(container.ports).toEqual([{ name: 'http', containerPort: 8081 }]);
+    expect(container.resources.requests).toEqual({ cpu: '20m', memory: '64Mi' });
+    const data = pod.volumes.find((v: Obj) => v.hostPath);
+    expect(data.hostPath.path).toBe(DEFAULT_DATA_DIR);
+    expect(container.volumeMounts).toContainEqual({ name: data.name, mountPath: DEFAULT_DATA_DIR });
+  });
+
+  it('selects pods by their component labels only', () => {
+    for (const [kind, name] of [
+      ['Deployment', 'packet-capture-controller'],
+      ['DaemonSet', 'packet-capture-agent'],
+    ] as const) {
+      const workload = find(kind, name);
+      expect(workload.spec.template.metadata.labels).toEqual(workload.spec.selector.matchLabels);
+      const service = objects.find((o) => o.kind === 'Service' && o.metadata.name.startsWith(name));
+      expect(service.spec.selector).toEqual(workload.spec.selector.matchLabels);
+    }
+    expect(find('Service', 'packet-capture-agent').spec.clusterIP).toBe('None');
+  });
+
+  it('lets the agent write status but not spec, and read no Secrets', () => {
+    const rules: Obj[] = find('ClusterRole', 'packet-capture-agent').rules;
+    const verbsOn = (resource: string) => rules.filter((r) => r.resources.includes(resource)).flatMap((r) => r.verbs);
+    expect(verbsOn(PLURAL).sort()).toEqual(['get', 'list', 'watch']);
+    expect(verbsOn(`${PLURAL}/status`).sort()).toEqual(['get', 'patch']);
+    expect(verbsOn('secrets')).toEqual([]);
+    expect(rules.flatMap((r) => r.resources)).not.toContain('*');
+  });
+
+  it('folds packet-capture-edit into admin and edit, and packet-capture-view into view', () => {
+    expect(find('ClusterRole', 'packet-capture-edit').metadata.labels).toMatchObject({
+      'rbac.authorization.k8s.io/aggregate-to-admin': 'true',
+      'rbac.authorization.k8s.io/aggregate-to-edit': 'true',
+    });
+    const view = find('ClusterRole', 'packet-capture-view');
+    expect(view.metadata.labels).toMatchObject({ 'rbac.authorization.k8s.io/aggregate-to-view': 'true' });
+    expect(view.metadata.labels).not.toHaveProperty(['rbac.authorization.k8s.io/aggregate-to-edit']);
+    expect(view.rules).toEqual([{ apiGroups: [GROUP], resources: [PLURAL], verbs: ['get', 'list', 'watch'] }]);
+  });
+
+  it('takes the image from PACKET_CAPTURE_IMAGE when set', () => {
+    const images = (objs: Obj[]) =>
+      objs
+        .filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet')
+        .flatMap((o) => o.spec.template.spec.containers.map((c: Obj) => c.image));
+    expect(images(objects)).toEqual(['ghcr.io/packet-capture/packet-capture:0.1.0', 'ghcr.io/packet-capture/packet-capture:0.1.0']);
+    expect(images(custom)).toEqual(['registry.example/pcap:dev', 'registry.example/pcap:dev']);
+  });
+});
