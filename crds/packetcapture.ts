@@ -186,6 +186,10 @@ export const REASONS = {
   AgentRestart: 'AgentRestart',
   // the pod instance still runs but the capture no longer selects it (its labels changed)
   PodNotSelected: 'PodNotSelected',
+  // controller: a spec the schema let through but that cannot be acted on (Stalled until edited)
+  InvalidSpec: 'InvalidSpec',
+  // controller Event: a pod instance became a target
+  TargetResolved: 'TargetResolved',
 } as const;
 export type Reason = (typeof REASONS)[keyof typeof REASONS];
 
