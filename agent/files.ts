@@ -1,0 +1,158 @@
+// A capture's files on the node: <dataDir>/<namespace>/<name>/<podUID>/<sessionId>/capture.pcap*
+// and their upkeep: keep files of deleted captures for a while, never fill the disk.
+
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+/** tcpdump writes capture.pcap, or capture.pcap0..N-1 / capture.pcap1.. when rotating. */
+export const CAPTURE_FILE = 'capture.pcap';
+const CAPTURE_FILES = /^capture\.pcap[0-9]*$/;
+
+/** Written into <dataDir>/<namespace>/<name>/ when that capture is first seen gone. */
+export const DELETED_MARKER = '.deleted';
+
+export interface SessionFile {
+  name: string;
+  size: number;
+}
+
+// One path segment each: Kubernetes names, UIDs and session ids are all of this shape, and
+// nothing of this shape can climb out of the data dir.
+const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
+
+/** The directory of one session. Throws RangeError for anything that is not a plain name. */
+export function sessionDir(dataDir: string, namespace: string, name: string, podUID: string, sessionId: string): string {
+  for (const [field, value] of Object.entries({ namespace, name, podUID, sessionId })) {
+    if (!SEGMENT.test(value)) throw new RangeError(`${field} "${value}" cannot be a directory name under the data dir`);
+  }
+  return join(dataDir, namespace, name, podUID, sessionId);
+}
+
+/** Creates a session's directory: packets are private, so only root may read them. */
+export async function makeSessionDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+}
+
+/** The capture files of a session directory in rotation order; [] when it does not exist. */
+export async function listSessionFiles(dir: string): Promise<SessionFile[]> {
+  return (await captureFiles(dir)).map(({ name, size }) => ({ name, size }));
+}
+
+export async function dirStats(dir: string): Promise<{ files: number; bytes: number }> {
+  const files = await captureFiles(dir);
+  return { files: files.length, bytes: files.reduce((sum, file) => sum + file.size, 0) };
+}
+
+async function captureFiles(dir: string): Promise<(SessionFile & { mtimeMs: number })[]> {
+  const names = (await entries(dir)).filter((name) => CAPTURE_FILES.test(name));
+  const files = await Promise.all(
+    names.map(async (name) => {
+      const info = await stat(join(dir, name)).catch(ignoreMissing);
+      return info && { name, size: info.size, mtimeMs: info.mtimeMs };
+    }),
+  );
+  return files
+    .filter((file) => file !== undefined)
+    .sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+}
+
+/** The newest modification time of anything under `dir` (0 when empty or gone). */
+async function newestMtime(dir: string): Promise<number> {
+  let newest = 0;
+  for (const name of await entries(dir)) {
+    const path = join(dir, name);
+    const info = await stat(path).catch(ignoreMissing);
+    if (!info) continue;
+    newest = Math.max(newest, info.isDirectory() ? await newestMtime(path) : info.mtimeMs);
+  }
+  return newest;
+}
+
+async function entries(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(ignoreMissing)) ?? [];
+}
+
+function ignoreMissing(err: NodeJS.ErrnoException): undefined {
+  if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+  throw err;
+}
+
+/** <dataDir>/<namespace>/<name> directories, as 'namespace/name' keys. */
+async function captureDirs(dataDir: string): Promise<{ key: string; path: string }[]> {
+  const result: { key: string; path: string }[] = [];
+  for (const namespace of await entries(dataDir)) {
+    for (const name of await entries(join(dataDir, namespace))) {
+      const path = join(dataDir, namespace, name);
+      if ((await stat(path).catch(ignoreMissing))?.isDirectory()) result.push({ key: `${namespace}/${name}`, path });
+    }
+  }
+  return result;
+}
+
+/**
+ * Removes the directories of captures that no longer exist, `keepMs` after they were
+ * first seen gone (a marker file records when) and after their newest file. A capture
+ * that shows up again (recreated, or a snapshot that was briefly incomplete) loses its
+ * marker. Call it with the keys of a complete capture snapshot. Returns removed paths.
+ */
+export async function pruneDeleted(
+  dataDir: string,
+  liveCaptureKeys: ReadonlySet<string>,
+  { keepMs = 24 * 3600_000, now = Date.now() }: { keepMs?: number; now?: number } = {},
+): Promise<string[]> {
+  const removed: string[] = [];
+  for (const { key, path } of await captureDirs(dataDir)) {
+    const marker = join(path, DELETED_MARKER);
+    if (liveCaptureKeys.has(key)) {
+      await rm(marker, { force: true });
+      continue;
+    }
+    const deletedAt = Date.parse((await readFile(marker, 'utf8').catch(ignoreMissing)) ?? '');
+    if (Number.isNaN(deletedAt)) {
+      await writeFile(marker, new Date(now).toISOString());
+      continue;
+    }
+    if (now - Math.max(deletedAt, await newestMtime(path)) >= keepMs) {
+      await rm(path, { recursive: true, force: true });
+      removed.push(path);
+    }
+  }
+  return removed;
+}
+
+/**
+ * Removes whole ended sessions, oldest newest-file first, until the data dir holds at
+ * most `capBytes` of captures. Directories in `protectedDirs` (running sessions) are never
+ * touched, so the result can stay above the cap: `bytes` says what is left.
+ */
+export async function enforceDiskCap(
+  dataDir: string,
+  capBytes: number,
+  protectedDirs: ReadonlySet<string> = new Set(),
+): Promise<{ removed: string[]; bytes: number }> {
+  const keep = new Set([...protectedDirs].map((dir) => resolve(dir)));
+  const sessions: { path: string; bytes: number; newest: number }[] = [];
+  for (const { path: captureDir } of await captureDirs(dataDir)) {
+    for (const podUID of await entries(captureDir)) {
+      for (const session of await entries(join(captureDir, podUID))) {
+        const path = join(captureDir, podUID, session);
+        const files = await captureFiles(path);
+        sessions.push({
+          path,
+          bytes: files.reduce((sum, file) => sum + file.size, 0),
+          newest: Math.max(0, ...files.map((file) => file.mtimeMs)),
+        });
+      }
+    }
+  }
+  let bytes = sessions.reduce((sum, session) => sum + session.bytes, 0);
+  const removed: string[] = [];
+  const candidates = sessions.filter((session) => !keep.has(resolve(session.path))).sort((a, b) => a.newest - b.newest);
+  for (const session of candidates) {
+    if (bytes <= capBytes) break;
+    await rm(session.path, { recursive: true, force: true });
+    removed.push(session.path);
+    bytes -= session.bytes;
+  }
+  return { removed, bytes };
+}

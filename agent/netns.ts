@@ -1,0 +1,127 @@
+// Pod UID -> network namespace. Container runtimes put every process of a pod in a cgroup
+// whose path names the pod UID; those processes' /proc/<pid>/ns/net is the pod's netns.
+// The lookup reads /proc and proves its answer or says why it cannot: it never guesses.
+
+import { readFileSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { REASONS } from '../crds/packetcapture.ts';
+
+export type NetnsLookup =
+  | { found: true; pid: number; netnsPath: string; inode: number; pids: number[] }
+  | { found: false; reason: typeof REASONS.NetnsNotFound | typeof REASONS.NetnsMismatch; message: string };
+
+/**
+ * Whether a /proc/<pid>/cgroup text places the process in the pod `podUID`: some line's
+ * path has a segment that is exactly the pod's (`pod<U>`, `pod<U_>.slice`,
+ * `kubepods-besteffort-pod<U_>.slice`, ... with U the UID, U_ it with underscores).
+ * Exact segments, so a UID that merely starts with this one, or appears in a container
+ * id, is not a match.
+ */
+export function cgroupNamesPod(cgroupFileText: string, podUID: string): boolean {
+  if (podUID === '') return false;
+  const forms = [podUID, podUID.replaceAll('-', '_')];
+  for (const line of cgroupFileText.split('\n')) {
+    // hierarchy-ID:controller-list:path; the path is everything after the second colon
+    const first = line.indexOf(':');
+    const second = first < 0 ? -1 : line.indexOf(':', first + 1);
+    if (second < 0) continue;
+    for (const segment of line.slice(second + 1).split('/')) {
+      if (forms.some((form) => isPodSegment(segment, form))) return true;
+    }
+  }
+  return false;
+}
+
+/** `pod<X>` or `pod<X>.slice`, alone or after a systemd slice prefix ending in `-`. */
+function isPodSegment(segment: string, form: string): boolean {
+  const unit = segment.endsWith('.slice') ? segment.slice(0, -'.slice'.length) : segment;
+  return unit === `pod${form}` || unit.endsWith(`-pod${form}`);
+}
+
+/** The inode of a process's network namespace; throws if the process is gone. */
+export async function netnsInodeOfPid(pid: number, procRoot = '/proc'): Promise<number> {
+  return (await stat(join(procRoot, String(pid), 'ns', 'net'))).ino;
+}
+
+// /proc files live in memory: reading one synchronously takes ~20µs where the async path
+// costs ~170µs (measured, 2 busy cores), so the scan reads batches synchronously and
+// yields to the event loop between them, which stays free for other work.
+const BATCH = 256;
+
+/**
+ * Finds the network namespace of the pod `podUID` among this node's processes: every
+ * process whose cgroup names the pod is a candidate, and all candidates must share one
+ * netns (a pod's containers do). Processes that exit mid-scan are ignored.
+ */
+export async function findPodNetns(podUID: string, { procRoot = '/proc' }: { procRoot?: string } = {}): Promise<NetnsLookup> {
+  const pids = (await readdir(procRoot)).filter((entry) => /^[0-9]+$/.test(entry)).map(Number);
+  const underscored = podUID.replaceAll('-', '_');
+  const candidates: number[] = [];
+  for (let first = 0; first < pids.length; first += BATCH) {
+    for (const pid of pids.slice(first, first + BATCH)) {
+      const text = readIfPresent(join(procRoot, String(pid), 'cgroup'));
+      // cheap substring test first: almost every process on a node belongs to another pod
+      if (text === undefined || (!text.includes(podUID) && !text.includes(underscored))) continue;
+      if (cgroupNamesPod(text, podUID)) candidates.push(pid);
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  const inodes = new Map<number, number>();
+  const unreadable: string[] = [];
+  await Promise.all(
+    candidates.map(async (pid) => {
+      try {
+        inodes.set(pid, await netnsInodeOfPid(pid, procRoot));
+      } catch (err) {
+        if (!vanished(err)) unreadable.push(`${pid} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }),
+  );
+  return decide(podUID, procRoot, inodes, unreadable);
+}
+
+function decide(podUID: string, procRoot: string, inodes: Map<number, number>, unreadable: string[]): NetnsLookup {
+  if (unreadable.length > 0) {
+    return {
+      found: false,
+      reason: REASONS.NetnsNotFound,
+      message: `cannot read the network namespace of pod ${podUID}'s processes ${unreadable.join(', ')}; the agent needs root and hostPID`,
+    };
+  }
+  const pids = [...inodes.keys()].sort((a, b) => a - b);
+  const distinct = new Set(inodes.values());
+  if (pids.length === 0) {
+    return {
+      found: false,
+      reason: REASONS.NetnsNotFound,
+      message: `no process of pod ${podUID} in this node's cgroups; is the pod running on this node?`,
+    };
+  }
+  if (distinct.size > 1) {
+    const byInode = pids.map((pid) => `${pid}:net:[${inodes.get(pid)}]`).join(', ');
+    return {
+      found: false,
+      reason: REASONS.NetnsMismatch,
+      message: `processes of pod ${podUID} are in different network namespaces (${byInode}); cannot tell which is the pod's, not capturing`,
+    };
+  }
+  const pid = pids[0]!;
+  return { found: true, pid, netnsPath: join(procRoot, String(pid), 'ns', 'net'), inode: inodes.get(pid)!, pids };
+}
+
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if (vanished(err)) return undefined;
+    throw err;
+  }
+}
+
+/** A process that exits while we read its /proc entry shows up as one of these. */
+function vanished(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ESRCH' || code === 'ENOTDIR';
+}

@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import type { Filter } from '../../crds/packetcapture.ts';
+import { buildFilter, CaptureError, parseStats, tcpdumpArgv } from '../../agent/tcpdump.ts';
+
+const POD = '10.244.1.7';
+
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
+
+describe('buildFilter', () => {
+  it.each<[string, Filter | undefined, string]>([
+    ['no filter captures everything', undefined, ''],
+    ['an empty filter captures everything', {}, ''],
+    ['Both needs no pod IP and adds nothing', { direction: 'Both' }, ''],
+    ['TCP', { protocol: 'TCP' }, 'tcp'],
+    ['UDP', { protocol: 'UDP' }, 'udp'],
+    ['ICMP', { protocol: 'ICMP' }, 'icmp'],
+    ['ICMPv6', { protocol: 'ICMPv6' }, 'icmp6'],
+    ['SCTP', { protocol: 'SCTP' }, 'sctp'],
+    ['port matches either side', { protocol: 'TCP', port: 80 }, 'tcp and port 80'],
+    ['srcPort and dstPort are header fields', { srcPort: 1234, dstPort: 53 }, 'src port 1234 and dst port 53'],
+    ['Ingress is what reaches the pod', { direction: 'Ingress' }, `dst host ${POD}`],
+    ['Egress is what leaves the pod', { direction: 'Egress', protocol: 'UDP' }, `udp and src host ${POD}`],
+    ['a peer IP on either side', { peer: '192.168.0.9' }, 'host 192.168.0.9'],
+    ['a peer CIDR on either side', { peer: '10.0.0.0/8' }, 'net 10.0.0.0/8'],
+    ['an Ingress peer is the source', { direction: 'Ingress', peer: '10.0.0.0/8' }, `dst host ${POD} and src net 10.0.0.0/8`],
+    ['an Egress peer is the destination', { direction: 'Egress', peer: '192.168.0.9' }, `src host ${POD} and dst host 192.168.0.9`],
+    ['an IPv6 peer CIDR', { peer: 'fd00::/8' }, 'net fd00::/8'],
+    ['bpf is ANDed in parentheses', { protocol: 'TCP', bpf: 'tcp[13] & 2 != 0 or tcp[13] & 1 != 0' }, 'tcp and (tcp[13] & 2 != 0 or tcp[13] & 1 != 0)'],
+    ['bpf alone is still parenthesised', { bpf: ' (udp) or (icmp) ' }, '((udp) or (icmp))'],
+    ['a blank bpf adds nothing', { protocol: 'TCP', bpf: '  ' }, 'tcp'],
+    [
+      'everything at once',
+      { protocol: 'TCP', port: 443, peer: '10.0.0.0/8', direction: 'Ingress', bpf: 'tcp[13] & 2 != 0' },
+      `tcp and dst host ${POD} and port 443 and src net 10.0.0.0/8 and (tcp[13] & 2 != 0)`,
+    ],
+  ])('%s', (_behaviour, filter, expected) => {
+    expect(buildFilter(filter, POD)).toBe(expected);
+  });
+
+  it('an IPv6 pod IP works with a direction', () => {
+    expect(buildFilter({ direction: 'Egress' }, 'fd00:10:244::7')).toBe('src host fd00:10:244::7');
+  });
+
+  it.each<[string, Filter, string | undefined, RegExp]>([
+    ['Ingress without a pod IP', { direction: 'Ingress' }, undefined, /direction Ingress .* no IP/],
+    ['Egress without a pod IP', { direction: 'Egress' }, undefined, /direction Egress .* no IP/],
+    ['a pod IP that is not an IP', { direction: 'Egress' }, 'pod-a', /pod IP "pod-a"/],
+    ['a peer that is a name', { peer: 'example.com' }, POD, /filter\.peer "example\.com"/],
+    ['a peer that smuggles an expression', { peer: '10.0.0.0/8 or host 1.2.3.4' }, POD, /filter\.peer/],
+    ['a peer prefix longer than the address', { peer: '10.0.0.0/33' }, POD, /filter\.peer/],
+    ['a port out of range', { port: 70000 }, POD, /filter\.port 70000/],
+    ['a fractional port', { srcPort: 80.5 }, POD, /filter\.srcPort/],
+    ['a bpf that closes our parenthesis', { protocol: 'TCP', bpf: 'udp) or (icmp' }, POD, /unbalanced/],
+    ['a bpf that leaves one open', { bpf: '(udp' }, POD, /unbalanced/],
+    ['an unknown protocol', { protocol: 'GRE' as Filter['protocol'] }, POD, /filter\.protocol "GRE"/],
+  ])('%s is InvalidFilter', (_case, filter, podIP, message) => {
+    const error = thrown(() => buildFilter(filter, podIP));
+    expect(error).toBeInstanceOf(CaptureError);
+    expect(error).toMatchObject({ reason: 'InvalidFilter', message: expect.stringMatching(message) });
+  });
+});
+
+describe('tcpdumpArgv', () => {
+  const base = ['-i', 'any', '-n', '-U', '-Z', 'root', '-s', '262144', '-w', '/data/ns/pc/uid/s1/capture.pcap'];
+
+  it('defaults: any interface, default snap length, one file, no filter', () => {
+    expect(tcpdumpArgv({}, { dir: '/data/ns/pc/uid/s1' })).toEqual(base);
+  });
+
+  it('limits become -s, -c, -C (millions of bytes, rounded up) and -W, and the filter comes last as one element', () => {
+    const argv = tcpdumpArgv(
+      {
+        filter: { protocol: 'TCP', port: 80, direction: 'Ingress' },
+        limits: { maxPackets: 1000, fileSize: '10Mi', fileCount: 5, snapLen: 96 },
+      },
+      { dir: '/d', podIP: POD, iface: 'eth0' },
+    );
+    expect(argv).toEqual([
+      ...['-i', 'eth0', '-n', '-U', '-Z', 'root', '-s', '96', '-w', '/d/capture.pcap'],
+      ...['-c', '1000', '-C', '11', '-W', '5', '--', `tcp and dst host ${POD} and port 80`],
+    ]);
+  });
+
+  it.each([
+    ['1M', '1'],
+    ['1000001', '2'],
+    ['500Ki', '1'],
+    ['1Gi', '1074'],
+    ['2G', '2000'],
+  ])('fileSize %s is -C %s', (fileSize, megabytes) => {
+    const argv = tcpdumpArgv({ limits: { fileSize } }, { dir: '/d' });
+    expect(argv.slice(argv.indexOf('-C'), argv.indexOf('-C') + 2)).toEqual(['-C', megabytes]);
+  });
+
+  it('fileCount without fileSize has nothing to rotate', () => {
+    expect(tcpdumpArgv({ limits: { fileCount: 3 } }, { dir: '/data/ns/pc/uid/s1' })).toEqual(base);
+  });
+
+  it('an invalid filter fails the argv, not tcpdump', () => {
+    expect(() => tcpdumpArgv({ filter: { direction: 'Ingress' } }, { dir: '/d' })).toThrow(CaptureError);
+  });
+});
+
+describe('parseStats', () => {
+  it("reads tcpdump's report on exit", () => {
+    const stderr = [
+      'tcpdump: data link type LINUX_SLL2',
+      'tcpdump: listening on any, link-type LINUX_SLL2 (Linux cooked v2), snapshot length 262144 bytes',
+      '3 packets captured',
+      '6 packets received by filter',
+      '0 packets dropped by kernel',
+      '',
+    ].join('\n');
+    expect(parseStats(stderr)).toEqual({ captured: 3, receivedByFilter: 6, droppedByKernel: 0 });
+  });
+
+  it('takes the last report when SIGUSR1 printed earlier ones', () => {
+    const stderr = [
+      'tcpdump: 1 packet captured, 2 packets received by filter, 0 packets dropped by kernel',
+      'tcpdump: 12 packets captured, 24 packets received by filter, 1 packet dropped by kernel',
+    ].join('\n');
+    expect(parseStats(stderr)).toEqual({ captured: 12, receivedByFilter: 24, droppedByKernel: 1 });
+  });
+
+  it('has no counters when tcpdump was killed before reporting', () => {
+    expect(parseStats('tcpdump: listening on any\n')).toEqual({});
+  });
+});
