@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 // Three suites, one command: `npm test` runs them all. Integration and e2e need a real
 // control plane (built once, cached) and root for network namespaces; outside CI a suite
 // that cannot run prints why and skips, under CI=true it fails instead (test/support/require.ts).
+// Both share ONE control plane per run (test/support/control-plane-setup.ts), started
+// only when a file of either project runs; each test file works in its own namespace.
 export default defineConfig({
   test: {
     reporters: ['default'],

@@ -1,0 +1,94 @@
+// A throwaway certificate authority for a local control plane. Certificates are made by
+// the openssl CLI (node:crypto can sign but cannot build X.509 certificates); keys are
+// P-256 because generating them is instant, which keeps control-plane start-up short.
+
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface CertPaths {
+  cert: string;
+  key: string;
+}
+
+export interface Pki {
+  dir: string;
+  ca: CertPaths;
+  /** the API server's serving certificate, valid for 127.0.0.1 and localhost */
+  serving: CertPaths;
+  /** O=system:masters, which RBAC lets do anything without any binding */
+  admin: CertPaths;
+  /** the service account token signing key pair */
+  serviceAccount: { privateKey: string; publicKey: string };
+}
+
+export interface Identity {
+  user: string;
+  groups?: string[];
+}
+
+// The API server maps a client certificate's CN to the user name and each O to a group.
+function subject({ user, groups = [] }: Identity): string {
+  const escape = (v: string): string => v.replace(/[\\/,+=]/g, (c) => `\\${c}`);
+  return [`/CN=${escape(user)}`, ...groups.map((g) => `/O=${escape(g)}`)].join('');
+}
+
+const fileSafe = (name: string): string => name.replace(/[^A-Za-z0-9_.-]/g, '_');
+
+async function selfSignedCa(dir: string): Promise<CertPaths> {
+  const paths = { cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') };
+  await run('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', paths.key, '-out', paths.cert, '-subj', '/CN=packet-capture-local-ca', '-days', '365',
+  ]);
+  return paths;
+}
+
+async function issue(
+  ca: CertPaths,
+  dir: string,
+  name: string,
+  subj: string,
+  extensions: string[],
+): Promise<CertPaths> {
+  const paths = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+  await run('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', paths.key, '-out', paths.cert, '-subj', subj, '-days', '365',
+    '-CA', ca.cert, '-CAkey', ca.key,
+    // without these openssl's default config would mark every leaf as a CA
+    '-addext', 'basicConstraints=critical,CA:FALSE',
+    ...extensions.flatMap((e) => ['-addext', e]),
+  ]);
+  return paths;
+}
+
+/** A client certificate signed by the CA: the API server will see `user` in `groups`. */
+export function issueClientCert(pki: Pick<Pki, 'ca' | 'dir'>, identity: Identity): Promise<CertPaths> {
+  // unique, so two tests minting the same identity at once never share files
+  const name = `client-${fileSafe(identity.user)}-${randomUUID().slice(0, 8)}`;
+  return issue(pki.ca, pki.dir, name, subject(identity), ['extendedKeyUsage=clientAuth']);
+}
+
+export async function createPki(dir: string): Promise<Pki> {
+  await mkdir(dir, { recursive: true });
+  const ca = await selfSignedCa(dir);
+  const sa = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const serviceAccount = { privateKey: join(dir, 'sa.key'), publicKey: join(dir, 'sa.pub') };
+  const [serving, admin] = await Promise.all([
+    issue(ca, dir, 'apiserver', '/CN=kube-apiserver', [
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      'extendedKeyUsage=serverAuth',
+    ]),
+    issueClientCert({ ca, dir }, { user: 'packet-capture-admin', groups: ['system:masters'] }),
+    writeFile(serviceAccount.privateKey, sa.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 }),
+    writeFile(serviceAccount.publicKey, sa.publicKey.export({ type: 'spki', format: 'pem' })),
+  ]);
+  return { dir, ca, serving, admin, serviceAccount };
+}
+
+export const readBase64 = async (path: string): Promise<string> => (await readFile(path)).toString('base64');

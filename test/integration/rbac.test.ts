@@ -1,0 +1,162 @@
+// The synthesized RBAC, exercised with real identities against a real authorizer: users
+// get PacketCaptures through the built-in edit/view roles (aggregation), and each
+// component's ServiceAccount can do its job and nothing a compromise would want.
+
+import type { KubeConfig } from '@kubernetes/client-node';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { API_VERSION, GROUP, KIND, PLURAL, agentFieldManager } from '../../crds/packetcapture.ts';
+import { APPLY_PATCH, KubeError, kubeRequest, MERGE_PATCH } from '../../kube/http.ts';
+import {
+  apply,
+  cluster,
+  controlPlaneAvailable,
+  DIST_DIR,
+  inApplyOrder,
+  installCrds,
+  readManifestDir,
+  useNamespace,
+  WORKLOAD_KINDS,
+  type KubeObject,
+} from '../support/cluster.ts';
+
+const WAIT = { timeout: 60_000, interval: 200 };
+
+interface PodTemplateOwner extends KubeObject {
+  metadata: { name: string; namespace: string };
+  spec: { template: { spec: { serviceAccountName?: string } } };
+}
+
+/** The ServiceAccount the pods of a dist/ workload run as. */
+function serviceAccountOf(objects: KubeObject[], kind: string): { namespace: string; name: string } {
+  const owner = objects.find((o) => o.kind === kind) as PodTemplateOwner | undefined;
+  const name = owner?.spec.template.spec.serviceAccountName;
+  if (!owner || !name) throw new Error(`dist/ has no ${kind} with a serviceAccountName`);
+  return { namespace: owner.metadata.namespace, name };
+}
+
+const forbidden = (err: unknown): boolean => err instanceof KubeError && err.statusCode === 403;
+
+async function expectForbidden(request: Promise<unknown>): Promise<void> {
+  await expect(request).rejects.toSatisfy(forbidden);
+}
+
+interface AccessReview {
+  status: { allowed: boolean };
+}
+
+/** Asks the authorizer as `kc`'s own identity, without needing the object to exist. */
+async function can(kc: KubeConfig, attributes: Record<string, string>): Promise<boolean> {
+  const review = await kubeRequest<AccessReview>(kc, 'POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
+    body: {
+      apiVersion: 'authorization.k8s.io/v1',
+      kind: 'SelfSubjectAccessReview',
+      spec: { resourceAttributes: attributes },
+    },
+  });
+  return review.status.allowed;
+}
+
+describe.runIf(controlPlaneAvailable)('RBAC from dist/', () => {
+  const ns = useNamespace('rbac');
+  const collection = () => `/apis/${API_VERSION}/namespaces/${ns.name}/${PLURAL}`;
+  const capture = (name: string) => ({
+    apiVersion: API_VERSION,
+    kind: KIND,
+    metadata: { name },
+    spec: { target: { podName: 'web-0' } },
+  });
+  let objects: KubeObject[] = [];
+
+  const bind = (clusterRole: string, user: string) =>
+    kubeRequest(cluster().kubeConfig, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns.name}/rolebindings`, {
+      body: {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: `${user}-${clusterRole}` },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterRole },
+        subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
+      },
+    });
+
+  beforeAll(async () => {
+    const { kubeConfig } = cluster();
+    objects = inApplyOrder(await readManifestDir(DIST_DIR));
+    await installCrds(kubeConfig);
+    // everything but the workloads: their pods are not needed to judge what their accounts may do
+    for (const obj of objects.filter((o) => !WORKLOAD_KINDS.has(o.kind))) await apply(kubeConfig, obj);
+    await kubeRequest(kubeConfig, 'POST', collection(), { body: capture('existing') });
+  });
+
+  it('a user bound to edit in a namespace can create PacketCaptures there and nowhere else', async () => {
+    await bind('edit', 'erin');
+    const erin = await cluster().mintKubeconfig({ user: 'erin' });
+    // the controller-manager aggregates our ClusterRole into edit shortly after it appears
+    await vi.waitFor(() => kubeRequest(erin, 'POST', collection(), { body: capture('by-erin') }), WAIT);
+    await expectForbidden(
+      kubeRequest(erin, 'POST', `/apis/${API_VERSION}/namespaces/default/${PLURAL}`, { body: capture('by-erin') }),
+    );
+  });
+
+  it('a user bound to view can read PacketCaptures but not create them', async () => {
+    await bind('view', 'victor');
+    const victor = await cluster().mintKubeconfig({ user: 'victor' });
+    await vi.waitFor(() => kubeRequest(victor, 'GET', `${collection()}/existing`), WAIT);
+    await expectForbidden(kubeRequest(victor, 'POST', collection(), { body: capture('by-victor') }));
+  });
+
+  it("the agent's ServiceAccount can patch status but not write spec or read Secrets", async () => {
+    const account = serviceAccountOf(objects, 'DaemonSet');
+    const agent = await cluster().serviceAccountKubeconfig(account.namespace, account.name);
+    const existing = `${collection()}/existing`;
+
+    await kubeRequest(agent, 'PATCH', `${existing}/status`, {
+      contentType: APPLY_PATCH,
+      query: { fieldManager: agentFieldManager('node-a'), force: true },
+      body: {
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name: 'existing' },
+        status: {
+          sessions: [
+            {
+              id: 'rbac-test',
+              podUID: '00000000-0000-0000-0000-000000000001',
+              podName: 'web-0',
+              nodeName: 'node-a',
+              generation: 1,
+              state: 'Pending',
+            },
+          ],
+        },
+      },
+    });
+    await expectForbidden(
+      kubeRequest(agent, 'PATCH', existing, {
+        contentType: MERGE_PATCH,
+        body: { spec: { target: { podName: 'someone-else' } } },
+      }),
+    );
+    await expectForbidden(kubeRequest(agent, 'GET', `/api/v1/namespaces/${ns.name}/secrets`));
+    await expectForbidden(kubeRequest(agent, 'GET', '/api/v1/secrets'));
+  });
+
+  it("the controller's ServiceAccount can read pods but neither create them nor exec into them", async () => {
+    const account = serviceAccountOf(objects, 'Deployment');
+    const controller = await cluster().serviceAccountKubeconfig(account.namespace, account.name);
+    expect(await can(controller, { verb: 'list', resource: 'pods' })).toBe(true);
+    expect(await can(controller, { verb: 'patch', group: GROUP, resource: PLURAL, subresource: 'status' })).toBe(true);
+    expect(await can(controller, { verb: 'create', resource: 'pods', subresource: 'exec', namespace: ns.name })).toBe(
+      false,
+    );
+    await expectForbidden(
+      kubeRequest(controller, 'POST', `/api/v1/namespaces/${ns.name}/pods`, {
+        body: {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: { name: 'not-allowed' },
+          spec: { containers: [{ name: 'c', image: 'busybox' }] },
+        },
+      }),
+    );
+  });
+});
