@@ -1,0 +1,154 @@
+// Capture + this node's pods -> the pod instances to capture right now (pure). An identity
+// is what a tcpdump process is bound to: the capture instance, its spec generation and the
+// pod instance. The agent reads pod UIDs from its own Pod watch; it never trusts
+// status.targets, which is the controller's view and may lag behind the node.
+
+import { selectorMatches } from '../controller/selector.ts';
+import {
+  REASONS,
+  type PacketCapture,
+  type PacketCaptureSpec,
+  type Reason,
+  type SessionStatus,
+} from '../crds/packetcapture.ts';
+import { parseDuration } from '../crds/units.ts';
+import type { KubeObject, Snapshot } from '../kube/watch.ts';
+
+/** The parts of a Pod the agent reads. */
+export interface Pod extends KubeObject {
+  metadata: KubeObject['metadata'] & { namespace?: string; labels?: Record<string, string>; creationTimestamp?: string };
+  spec?: { nodeName?: string };
+  status?: { phase?: string; podIP?: string };
+}
+
+export interface Identity {
+  pcUID: string;
+  namespace: string;
+  name: string;
+  generation: number;
+  podUID: string;
+  podName: string;
+  podIP: string;
+  node: string;
+  spec: PacketCaptureSpec;
+  /** earliest startTime among the capture's sessions (all nodes): limits.duration counts from it */
+  firstStartTime?: string;
+}
+
+/** One capture slot per (capture instance, pod name): a pod recreated with its name stays in its slot. */
+export type SlotKey = string;
+export const slotKey = (pcUID: string, podName: string): SlotKey => `${pcUID}/${podName}`;
+
+/** Sessions that ended with these are not restarted for the same (podUID, generation). */
+const FINAL_END_REASONS: ReadonlySet<string> = new Set([REASONS.PacketLimit, REASONS.Duration]);
+
+/**
+ * Every pod instance on `node` that a live capture targets, by slot. Excluded: captures
+ * being deleted or Completed, or whose duration ran out at `now`; pods that are not
+ * Running, terminating or without an IP; (podUID, generation) pairs whose session already
+ * ended by its limits; and `Once` captures that already had a session end.
+ */
+export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod>, node: string, now = Date.now()): Map<SlotKey, Identity> {
+  const result = new Map<SlotKey, Identity>();
+  const local = [...pods.values()].filter((pod) => isCapturable(pod, node));
+  for (const capture of captures.values()) {
+    if (capture.metadata.deletionTimestamp || capture.status?.phase === 'Completed') continue;
+    const sessions = capture.status?.sessions ?? [];
+    if ((capture.spec.lifecycle ?? 'Follow') === 'Once' && sessions.some((s) => s.state === 'Ended')) continue;
+    const generation = capture.metadata.generation ?? 0;
+    const firstStartTime = earliestStart(sessions);
+    if (firstStartTime && durationOver(capture.spec.limits?.duration, firstStartTime, now)) continue;
+    for (const pod of local) {
+      if (!isTarget(capture, pod)) continue;
+      if (sessions.some((s) => s.podUID === pod.metadata.uid && s.generation === generation && endedByLimit(s))) continue;
+      const slot = slotKey(capture.metadata.uid, pod.metadata.name);
+      const other = result.get(slot);
+      if (other && pods.get(other.podUID) && newer(pods.get(other.podUID)!, pod)) continue;
+      result.set(slot, {
+        pcUID: capture.metadata.uid,
+        namespace: capture.metadata.namespace,
+        name: capture.metadata.name,
+        generation,
+        podUID: pod.metadata.uid,
+        podName: pod.metadata.name,
+        podIP: pod.status!.podIP!,
+        node,
+        spec: capture.spec,
+        ...(firstStartTime ? { firstStartTime } : {}),
+      });
+    }
+  }
+  return result;
+}
+
+/**
+ * Two instances of one name cannot exist at once, but a relist may briefly show a replaced
+ * one next to its successor: the newer instance takes the slot, whatever the map order.
+ */
+const newer = (a: Pod, b: Pod): boolean =>
+  ((a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? '') || a.metadata.uid.localeCompare(b.metadata.uid)) > 0;
+
+function durationOver(duration: string | undefined, firstStartTime: string, now: number): boolean {
+  if (!duration) return false;
+  try {
+    return Date.parse(firstStartTime) + parseDuration(duration) <= now;
+  } catch {
+    // the schema admits only valid durations; the session reports one it cannot parse
+    return false;
+  }
+}
+
+const endedByLimit = (s: SessionStatus): boolean => s.state === 'Ended' && FINAL_END_REASONS.has(s.endReason ?? '');
+
+function earliestStart(sessions: readonly SessionStatus[]): string | undefined {
+  const starts = sessions.map((s) => s.startTime).filter((t): t is string => !!t);
+  return starts.length === 0 ? undefined : starts.reduce((a, b) => (Date.parse(a) <= Date.parse(b) ? a : b));
+}
+
+/** Running on this node, not terminating, with an IP: a pod instance there is something to capture in. */
+export function isCapturable(pod: Pod, node: string): boolean {
+  return (
+    pod.spec?.nodeName === node && !pod.metadata.deletionTimestamp && pod.status?.phase === 'Running' && !!pod.status.podIP
+  );
+}
+
+export function isTarget(capture: PacketCapture, pod: Pod): boolean {
+  if (pod.metadata.namespace !== capture.metadata.namespace) return false;
+  const { podName, podSelector } = capture.spec.target;
+  if (podName !== undefined) return pod.metadata.name === podName;
+  if (podSelector !== undefined) return selectorMatches(podSelector, pod.metadata.labels);
+  return false;
+}
+
+/** The same capture instance, spec generation and pod instance: the same tcpdump may keep running. */
+export function sameIdentity(a: Identity, b: Identity): boolean {
+  return a.pcUID === b.pcUID && a.generation === b.generation && a.podUID === b.podUID;
+}
+
+/**
+ * Why `prev`'s slot is no longer in the snapshot, from the snapshot itself (level-triggered:
+ * nothing depends on which watch event came first).
+ */
+export function whyGone(prev: Identity, captures: Snapshot<PacketCapture>, pods: Snapshot<Pod>): Reason {
+  const capture = captures.get(prev.pcUID);
+  if (!capture || capture.metadata.deletionTimestamp) return REASONS.CaptureDeleted;
+  if (capture.status?.phase === 'Completed') return REASONS.CaptureCompleted;
+  if ((capture.metadata.generation ?? 0) !== prev.generation) return REASONS.SpecChanged;
+  const pod = pods.get(prev.podUID);
+  if (!pod || pod.metadata.deletionTimestamp) return REASONS.PodDeleted;
+  if (!isCapturable(pod, prev.node)) return REASONS.PodNotRunning;
+  return REASONS.PodNotSelected;
+}
+
+/**
+ * Why the session of `prev` ends when its slot now holds `next` (undefined: the slot is
+ * gone, for the reason `why` — see whyGone — or AgentShutdown when the agent stops).
+ */
+export function endReason(prev: Identity, next: Identity | undefined, why?: Reason): Reason {
+  if (next) {
+    if (next.pcUID !== prev.pcUID) return REASONS.CaptureDeleted;
+    if (next.podUID !== prev.podUID) return REASONS.PodReplaced;
+    if (next.generation !== prev.generation) return REASONS.SpecChanged;
+  }
+  return why ?? REASONS.PodDeleted;
+}

@@ -1,0 +1,88 @@
+// The agent's presence: a coordination.k8s.io/v1 Lease `agent-<node>` in the system
+// namespace, renewed every 10 s and valid for 30. The controller reads a node without a
+// fresh lease as having no agent (NoNodeAgent), so it never waits for captures there.
+
+import type { KubeConfig } from '@kubernetes/client-node';
+import { AGENT_LEASE_LABEL } from '../controller/agents.ts';
+import { agentFieldManager } from '../crds/packetcapture.ts';
+import { APPLY_PATCH, kubeRequest } from '../kube/http.ts';
+import type { Logger } from '../kube/log.ts';
+
+export const LEASE_DURATION_SECONDS = 30;
+export const LEASE_RENEW_MS = 10_000;
+
+export const agentLeaseName = (node: string): string => `agent-${node}`;
+
+/** On the agent's Lease: the API-server path that proxies to its ops server (kubectl-pcap fetches files there). */
+export const FILES_PROXY_ANNOTATION = 'packetcapture.dev/files-proxy';
+
+/**
+ * Through its pod when the agent runs in one (POD_NAME from the downward API), else
+ * through its Node, whose InternalIP must then be an address the agent listens on.
+ */
+export function filesProxyPath(node: string, port: number, pod?: { name: string; namespace: string }): string {
+  return pod ? `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}:${port}/proxy` : `/api/v1/nodes/${node}:${port}/proxy`;
+}
+
+/** metav1.MicroTime: RFC 3339 with exactly six fractional digits. */
+export const microTime = (date: Date): string => date.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+
+export interface AgentLease {
+  /** settles after the first renewal attempt */
+  first: Promise<void>;
+  stop(): void;
+}
+
+export function startAgentLease(opts: {
+  kubeConfig: KubeConfig;
+  node: string;
+  namespace: string;
+  log: Logger;
+  renewMs?: number;
+  annotations?: Record<string, string>;
+}): AgentLease {
+  const name = agentLeaseName(opts.node);
+  const acquireTime = microTime(new Date());
+  const path = `/apis/coordination.k8s.io/v1/namespaces/${opts.namespace}/leases/${name}`;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let failing = false;
+
+  const renew = async () => {
+    try {
+      // server-side apply creates the Lease when it is missing and renews it otherwise
+      await kubeRequest(opts.kubeConfig, 'PATCH', path, {
+        contentType: APPLY_PATCH,
+        query: { fieldManager: agentFieldManager(opts.node), force: true },
+        body: {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: { name, namespace: opts.namespace, labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: opts.annotations },
+          spec: {
+            holderIdentity: opts.node,
+            leaseDurationSeconds: LEASE_DURATION_SECONDS,
+            acquireTime,
+            renewTime: microTime(new Date()),
+          },
+        },
+      });
+      if (failing) opts.log.info({ lease: name, namespace: opts.namespace }, 'agent lease renewed again');
+      failing = false;
+    } catch (err) {
+      if (!failing) opts.log.warn({ lease: name, namespace: opts.namespace, err: String(err) }, 'cannot renew the agent lease; the controller will see no agent on this node');
+      failing = true;
+    }
+  };
+  const loop = async () => {
+    await renew();
+    if (!stopped) timer = setTimeout(() => void loop(), opts.renewMs ?? LEASE_RENEW_MS);
+  };
+  const first = loop();
+  return {
+    first,
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,200 @@
+// The node agent: watches in, tcpdump sessions and status entries out. Everything a
+// session does to the node goes through the process layer (netns.ts, tcpdump.ts,
+// files.ts); this file only wires it to the streams and keeps the node tidy.
+
+import type { KubeConfig } from '@kubernetes/client-node';
+import { firstValueFrom, ReplaySubject, retry, share, Subject, type Observable, type Subscription } from 'rxjs';
+import { DEFAULT_DATA_DIR, GROUP, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
+import { startOpsServer, type OpsServer } from '../kube/health.ts';
+import type { Logger } from '../kube/log.ts';
+import { watchSnapshots, type Snapshot } from '../kube/watch.ts';
+import { dirStats, enforceDiskCap, makeSessionDir, pruneDeleted } from './files.ts';
+import type { Pod } from './identity.ts';
+import { FILES_PROXY_ANNOTATION, filesProxyPath, startAgentLease } from './lease.ts';
+import { AgentMetrics } from './metrics.ts';
+import { findPodNetns } from './netns.ts';
+import { processIdentity, reapStale, RunningFile } from './reaper.ts';
+import { filesRoute } from './serve.ts';
+import { SessionStatusWriter } from './session-status.ts';
+import { SessionEnds, sessionUpdates, type SessionDeps, type SessionTiming } from './sessions.ts';
+import { compileFilter, startTcpdump } from './tcpdump.ts';
+
+export interface AgentOptions {
+  kubeConfig: KubeConfig;
+  nodeName: string;
+  dataDir?: string;
+  /** namespace of the agent presence Lease */
+  namespace: string;
+  /** /healthz, /readyz, /metrics and /files; 0 picks a free port */
+  metricsPort: number;
+  procRoot?: string;
+  log: Logger;
+  /** files of a deleted capture are kept this long (default 24 h) */
+  retentionMs?: number;
+  /** ended sessions are removed, oldest first, while the data dir holds more than this */
+  diskCapBytes?: number;
+  /** how often retention and the disk cap run (default 60 s) */
+  housekeepingMs?: number;
+  /** re-derive everything from the current snapshots this often (default 30 s) */
+  resyncMs?: number;
+  timing?: Partial<SessionTiming>;
+  /** status progress writes per capture at most this often (default 2 s) */
+  statusThrottleMs?: number;
+  leaseRenewMs?: number;
+  /** the agent's own pod, when it runs in one: kubectl-pcap then reaches it through pods/proxy, else nodes/proxy */
+  pod?: { name: string; namespace: string };
+}
+
+export interface AgentHandle {
+  /** resolves when both watches have delivered their first complete list */
+  ready: Promise<void>;
+  /** the port /healthz, /metrics and /files listen on */
+  port: number;
+  metrics: AgentMetrics;
+  /** ends every session (AgentShutdown), waits for every tcpdump to exit, writes the final status */
+  stop(reason?: string): Promise<void>;
+}
+
+export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
+  const node = opts.nodeName;
+  const dataDir = opts.dataDir ?? DEFAULT_DATA_DIR;
+  const procRoot = opts.procRoot ?? '/proc';
+  const log = 'node' in opts.log.bindings() ? opts.log : opts.log.child({ node });
+  const kc = opts.kubeConfig;
+
+  // Before any new tcpdump: whatever a previous agent process left running is stopped.
+  const reaped = await reapStale(dataDir, { procRoot, log });
+
+  const share1 = <T>(source: Observable<T>) => source.pipe(share({ connector: () => new ReplaySubject<T>(1), resetOnRefCountZero: true }));
+  const resyncMs = opts.resyncMs ?? 30_000;
+  const captures$ = share1(watchSnapshots<PacketCapture>(kc, { path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, resyncMs, log }));
+  const pods$ = share1(watchSnapshots<Pod>(kc, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${node}`, resyncMs, log }));
+
+  const status = new SessionStatusWriter({ kubeConfig: kc, node, log, throttleMs: opts.statusThrottleMs });
+  const metrics = new AgentMetrics({ statusWrites: () => status.writes });
+  metrics.reaped.inc(reaped.length);
+  const running = new RunningFile(dataDir, log);
+  const ends = new SessionEnds();
+  const liveDirs = new Map<string, string>();
+  let latestCaptures: Snapshot<PacketCapture> | undefined;
+  let podsSynced = false;
+
+  const deps: SessionDeps = {
+    dataDir,
+    log,
+    ends,
+    timing: opts.timing,
+    findNetns: (podUID) => findPodNetns(podUID, { procRoot }),
+    compileFilter: (expression, netnsPath) => compileFilter(expression, { netnsPath }),
+    makeDir: makeSessionDir,
+    dirStats,
+    start: async (request) => {
+      const tcpdump = await startTcpdump({ netnsPath: request.netnsPath, expectedInode: request.inode, argv: request.argv, log: request.log });
+      const identity = await processIdentity(tcpdump.pid);
+      if (identity) {
+        const { identity: id } = request;
+        void running.add({
+          pid: tcpdump.pid,
+          startTicks: identity.startTicks,
+          sessionId: request.sessionId,
+          namespace: id.namespace,
+          name: id.name,
+          pcUID: id.pcUID,
+          podUID: id.podUID,
+          dir: request.dir,
+        });
+      }
+      void tcpdump.exited.then(() => running.remove(tcpdump.pid));
+      return tcpdump;
+    },
+  };
+
+  const subscriptions: Subscription[] = [];
+  // The status writer sees every capture snapshot before the sessions derived from it, so
+  // it has adopted this node's earlier entries before a new one arrives.
+  subscriptions.push(
+    captures$.subscribe((captures) => {
+      latestCaptures = captures;
+      status.observe(captures);
+    }),
+  );
+  subscriptions.push(pods$.subscribe(() => (podsSynced = true)));
+
+  const stop$ = new Subject<void>();
+  subscriptions.push(
+    sessionUpdates(captures$, pods$, node, stop$, deps)
+      .pipe(
+        retry({
+          delay: (err: unknown) => {
+            log.error({ err: String(err) }, 'session pipeline failed; its sessions were stopped, starting again');
+            return new Promise((resolve) => setTimeout(resolve, 1000));
+          },
+        }),
+      )
+      .subscribe((update) => {
+        metrics.observe(update);
+        const { session } = update;
+        if (session.state === 'Running' || session.state === 'Pending') liveDirs.set(session.id, session.path ?? '');
+        else liveDirs.delete(session.id);
+        status.update(update);
+      }),
+  );
+
+  const housekeeping = setInterval(() => void keepTidy(), opts.housekeepingMs ?? 60_000);
+  const keepTidy = async () => {
+    if (!latestCaptures) return;
+    try {
+      const live = new Set([...latestCaptures.values()].map((c) => `${c.metadata.namespace}/${c.metadata.name}`));
+      const pruned = await pruneDeleted(dataDir, live, { keepMs: opts.retentionMs ?? 24 * 3600_000 });
+      if (pruned.length > 0) log.info({ removed: pruned }, 'removed files of deleted captures');
+      if (opts.diskCapBytes !== undefined) {
+        const { removed, bytes } = await enforceDiskCap(dataDir, opts.diskCapBytes, new Set(liveDirs.values()));
+        if (removed.length > 0) log.warn({ removed, bytes, capBytes: opts.diskCapBytes }, 'disk cap reached, removed the oldest ended sessions');
+      }
+    } catch (err) {
+      log.warn({ err: String(err) }, 'housekeeping of the data dir failed');
+    }
+  };
+
+  const ready = Promise.all([firstValueFrom(captures$), firstValueFrom(pods$)]).then(() => undefined);
+  let server: OpsServer;
+  try {
+    server = await startOpsServer({
+      port: opts.metricsPort,
+      registry: metrics.registry,
+      ready: () => latestCaptures !== undefined && podsSynced,
+      routes: [filesRoute(dataDir)],
+    });
+  } catch (err) {
+    subscriptions.forEach((s) => s.unsubscribe());
+    clearInterval(housekeeping);
+    throw err;
+  }
+  // after the ops server, whose port the Lease tells kubectl-pcap
+  const lease = startAgentLease({
+    kubeConfig: kc,
+    node,
+    namespace: opts.namespace,
+    log,
+    renewMs: opts.leaseRenewMs,
+    annotations: { [FILES_PROXY_ANNOTATION]: filesProxyPath(node, server.port, opts.pod) },
+  });
+  log.info({ dataDir, port: server.port, reaped: reaped.length }, 'agent started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason = 'stop requested') =>
+    (stopping ??= (async () => {
+      log.info({ reason, sessions: liveDirs.size }, 'agent stopping, ending every session');
+      clearInterval(housekeeping);
+      stop$.next();
+      await ends.drained();
+      await status.flush();
+      status.stop();
+      lease.stop();
+      subscriptions.forEach((s) => s.unsubscribe());
+      await server.close();
+      log.info({ reason }, 'agent stopped');
+    })());
+
+  return { ready, port: server.port, metrics, stop };
+}

@@ -1,0 +1,454 @@
+// Identity stream -> one tcpdump session per slot. The whole promise of the project lives
+// in the shape of this pipeline: per slot, `distinctUntilChanged(sameIdentity)` then
+// `switchMap(captureSession)`, and a session's process lives exactly as long as its
+// subscription. A new pod UID, a new generation or a deleted capture can only end the old
+// tcpdump by unsubscribing it, and unsubscribing always stops it.
+
+import {
+  asyncScheduler,
+  combineLatest,
+  defer,
+  distinctUntilChanged,
+  EMPTY,
+  endWith,
+  exhaustMap,
+  filter,
+  firstValueFrom,
+  forkJoin,
+  from,
+  groupBy,
+  map,
+  merge,
+  mergeMap,
+  Observable,
+  of,
+  catchError,
+  scan,
+  shareReplay,
+  Subject,
+  Subscription,
+  switchMap,
+  takeUntil,
+  tap,
+  timer,
+  type ObservableInput,
+  type SchedulerLike,
+} from 'rxjs';
+import { REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
+import { parseDuration } from '../crds/units.ts';
+import type { Logger } from '../kube/log.ts';
+import type { Snapshot } from '../kube/watch.ts';
+import { sessionDir } from './files.ts';
+import { endReason, identities, sameIdentity, whyGone, type Identity, type Pod, type SlotKey } from './identity.ts';
+import type { NetnsLookup } from './netns.ts';
+import { buildFilter, CaptureError, tcpdumpArgv, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
+
+export interface CaptureRef {
+  uid: string;
+  namespace: string;
+  name: string;
+}
+
+/** The complete, current status entry of one session: the writer upserts it by id. */
+export interface SessionUpdate {
+  capture: CaptureRef;
+  session: SessionStatus;
+}
+
+/** A started tcpdump as the session sees it (agent/tcpdump.ts TcpdumpProcess fits). */
+export interface CaptureProcess {
+  pid: number;
+  startedAt: Date;
+  verifiedAt: Date;
+  exited: ObservableInput<TcpdumpExit>;
+  stop(graceMs: number): ObservableInput<TcpdumpExit>;
+  requestStats?(): ObservableInput<TcpdumpStats | undefined>;
+}
+
+export interface StartRequest {
+  identity: Identity;
+  sessionId: string;
+  dir: string;
+  netnsPath: string;
+  inode: number;
+  argv: string[];
+  log: Logger;
+}
+
+/** Everything a session does to the node, injected so the stream logic runs on fakes in virtual time. */
+export interface SessionDeps {
+  dataDir: string;
+  log: Logger;
+  scheduler?: SchedulerLike;
+  findNetns(podUID: string): ObservableInput<NetnsLookup>;
+  compileFilter(expression: string, netnsPath: string): ObservableInput<{ ok: true } | { ok: false; message: string }>;
+  makeDir(dir: string): ObservableInput<unknown>;
+  start(request: StartRequest): ObservableInput<CaptureProcess>;
+  dirStats(dir: string): ObservableInput<{ files: number; bytes: number }>;
+  /** where sessions report their last entry after they were unsubscribed */
+  ends: SessionEnds;
+  timing?: Partial<SessionTiming>;
+}
+
+export interface SessionTiming {
+  /** first netns retry delay; doubles up to maxRetryMs */
+  retryMs: number;
+  maxRetryMs: number;
+  /** how often a running session's files and counters are read */
+  pollMs: number;
+  /** SIGTERM, then SIGKILL after this long */
+  stopGraceMs: number;
+}
+
+export const SESSION_TIMING: SessionTiming = { retryMs: 500, maxRetryMs: 10_000, pollMs: 1500, stopGraceMs: 2000 };
+
+/**
+ * The final entries of sessions that were unsubscribed: a teardown cannot emit through
+ * its closed subscriber, and stopping tcpdump takes time, so the entry arrives here once
+ * the process has exited. `drained` resolves when no stop is in flight: the agent waits
+ * for it before it exits, so it never leaves a tcpdump behind.
+ */
+export class SessionEnds {
+  private readonly ended = new Subject<SessionUpdate>();
+  private readonly settled = new Subject<void>();
+  private pending = 0;
+  readonly updates$ = this.ended.asObservable();
+
+  track(final$: Observable<SessionUpdate>): void {
+    this.pending++;
+    final$.subscribe({
+      next: (update) => this.ended.next(update),
+      complete: () => this.settle(),
+      error: () => this.settle(),
+    });
+  }
+
+  get inFlight(): number {
+    return this.pending;
+  }
+
+  async drained(): Promise<void> {
+    while (this.pending > 0) await firstValueFrom(this.settled);
+  }
+
+  private settle(): void {
+    this.pending--;
+    this.settled.next();
+  }
+}
+
+/** A slot's new identity, or its disappearance with the reason (see identity.ts whyGone). */
+export interface SlotEvent {
+  slot: SlotKey;
+  identity?: Identity;
+  why?: Reason;
+}
+
+/** Every slot of `next`, then each slot of `prev` that `next` lacks, as gone for `why(prev)`. */
+export function slotEvents(
+  prev: ReadonlyMap<SlotKey, Identity>,
+  next: ReadonlyMap<SlotKey, Identity>,
+  why: (gone: Identity) => Reason,
+): SlotEvent[] {
+  const events: SlotEvent[] = [...next].map(([slot, identity]) => ({ slot, identity }));
+  for (const [slot, identity] of prev) if (!next.has(slot)) events.push({ slot, why: why(identity) });
+  return events;
+}
+
+/**
+ * Session entries of this node, from the capture and pod snapshots: per slot, the latest
+ * identity picks the session, and every change of identity ends the old one. When `stop$`
+ * emits, every slot goes away with AgentShutdown; await `deps.ends.drained()` after that.
+ */
+export function sessionUpdates(
+  captures$: Observable<Snapshot<PacketCapture>>,
+  pods$: Observable<Snapshot<Pod>>,
+  node: string,
+  stop$: Observable<unknown>,
+  deps: SessionDeps,
+): Observable<SessionUpdate> {
+  const SHUTDOWN = undefined;
+  const events$ = combineLatest([captures$, pods$]).pipe(
+    takeUntil(stop$),
+    endWith(SHUTDOWN),
+    scan(
+      (acc: { current: Map<SlotKey, Identity>; events: SlotEvent[] }, snapshots) => {
+        const next = snapshots ? identities(snapshots[0], snapshots[1], node, (deps.scheduler ?? asyncScheduler).now()) : new Map<SlotKey, Identity>();
+        const why = (gone: Identity) => (snapshots ? whyGone(gone, snapshots[0], snapshots[1]) : REASONS.AgentShutdown);
+        return { current: next, events: slotEvents(acc.current, next, why) };
+      },
+      { current: new Map<SlotKey, Identity>(), events: [] },
+    ),
+    mergeMap(({ events }) => events),
+  );
+  const live$ = events$.pipe(
+    // a slot's group ends with its disappearance, so slots of deleted captures and pods are forgotten
+    groupBy((event) => event.slot, { duration: (group) => group.pipe(filter((event) => !event.identity)) }),
+    mergeMap((group) => slotSessions(group, deps)),
+  );
+  return merge(live$, deps.ends.updates$);
+}
+
+/** One slot: a session per distinct identity; the previous one ends with the reason of the switch. */
+function slotSessions(events$: Observable<SlotEvent>, deps: SessionDeps): Observable<SessionUpdate> {
+  return defer(() => {
+    let current: Identity | undefined;
+    // read by the old session's teardown, which switchMap runs right after this is set
+    let ending: Reason = REASONS.Error;
+    return events$.pipe(
+      distinctUntilChanged((a, b) => (a.identity && b.identity ? sameIdentity(a.identity, b.identity) : a.identity === b.identity)),
+      tap((event) => {
+        if (current) ending = endReason(current, event.identity, event.why);
+        current = event.identity;
+      }),
+      switchMap((event) => (event.identity ? captureSession(event.identity, deps, () => ending) : EMPTY)),
+    );
+  });
+}
+
+let lastIdTime = 0;
+
+/** New for every subscription and never reused, so a session's directory holds only its own files. */
+export function newSessionId(identity: Identity, nowMs: number): string {
+  lastIdTime = Math.max(nowMs, lastIdTime + 1);
+  return `g${identity.generation}-${identity.podUID.slice(0, 8)}-${lastIdTime.toString(36)}`;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The entry without its unset fields, so equal entries serialize equally. */
+function clean(entry: SessionStatus): SessionStatus {
+  return Object.fromEntries(Object.entries(entry).filter(([, v]) => v !== undefined)) as unknown as SessionStatus;
+}
+
+/** The last line worth showing of what tcpdump said on stderr. */
+function stderrMessage(tail: string): string {
+  const lines = tail
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !/packets? (captured|received by filter|dropped by)/.test(line) && !/^tcpdump: listening on /.test(line));
+  return lines.slice(-3).join('; ').slice(-500);
+}
+
+/**
+ * One tcpdump for one identity: find the pod's netns (Pending with the reason while it
+ * cannot be found), check the filter, start tcpdump in a new directory, report progress,
+ * end by itself at maxPackets or the duration. Unsubscribing stops the process (SIGTERM,
+ * SIGKILL after the grace) and reports the entry Ended with `ending()`, the reason the
+ * slot's switch recorded, through deps.ends.
+ */
+export function captureSession(identity: Identity, deps: SessionDeps, ending: () => Reason): Observable<SessionUpdate> {
+  return new Observable<SessionUpdate>((subscriber) => {
+    const scheduler = deps.scheduler ?? asyncScheduler;
+    const timing = { ...SESSION_TIMING, ...deps.timing };
+    const capture: CaptureRef = { uid: identity.pcUID, namespace: identity.namespace, name: identity.name };
+    const id = newSessionId(identity, scheduler.now());
+    const dir = sessionDir(deps.dataDir, identity.namespace, identity.name, identity.podUID, id);
+    const log = deps.log.child({
+      namespace: identity.namespace,
+      name: identity.name,
+      podUID: identity.podUID,
+      ...('node' in deps.log.bindings() ? {} : { node: identity.node }),
+      session: id,
+    });
+    const work = new Subscription();
+    let entry: SessionStatus = clean({
+      id,
+      podUID: identity.podUID,
+      podName: identity.podName,
+      nodeName: identity.node,
+      generation: identity.generation,
+      state: 'Pending',
+    });
+    let tcpdump: CaptureProcess | undefined;
+    let launching: Observable<CaptureProcess> | undefined;
+    // set when the session ends by itself (limit, duration, exit), which beats the switch's reason
+    let selfEnd: Reason | undefined;
+    let final = false;
+
+    const publish = (patch: Partial<SessionStatus>) => {
+      const next = clean({ ...entry, ...patch });
+      if (JSON.stringify(next) === JSON.stringify(entry)) return;
+      entry = next;
+      subscriber.next({ capture, session: entry });
+    };
+    const finish = (patch: Partial<SessionStatus>) => {
+      final = true;
+      publish(patch);
+      subscriber.complete();
+    };
+    const step = <T>(input: ObservableInput<T>, next: (value: T) => void, fail: (err: unknown) => void) =>
+      work.add(from(input).subscribe({ next, error: fail }));
+
+    const fail = (reason: Reason, message: string) => {
+      log.warn({ reason, message }, 'session failed');
+      finish({ state: 'Failed', reason, message, endTime: iso(scheduler.now()) });
+    };
+    const failWith = (err: unknown, attempt: number) => {
+      if (err instanceof CaptureError && (err.reason === REASONS.NetnsNotFound || err.reason === REASONS.NetnsMismatch)) {
+        retryLater(attempt, err.reason, err.message);
+      } else if (err instanceof CaptureError) fail(err.reason, err.message);
+      // parseQuantity and parseDuration: a spec value the schema should have refused
+      else if (err instanceof RangeError) fail(REASONS.InvalidSpec, err.message);
+      else fail(REASONS.Error, err instanceof Error ? err.message : String(err));
+    };
+    const retryLater = (attempt: number, reason: Reason, message: string) => {
+      if (entry.reason !== reason) log.warn({ reason, message }, 'not capturing yet');
+      publish({ state: 'Pending', reason, message });
+      const delay = Math.min(timing.retryMs * 2 ** attempt, timing.maxRetryMs);
+      work.add(timer(delay, scheduler).subscribe(() => resolve(attempt + 1)));
+    };
+
+    const resolve = (attempt: number) =>
+      step(
+        deps.findNetns(identity.podUID),
+        (lookup) => (lookup.found ? prepare(lookup, attempt) : retryLater(attempt, lookup.reason, lookup.message)),
+        (err) => failWith(err, attempt),
+      );
+
+    const prepare = (netns: Extract<NetnsLookup, { found: true }>, attempt: number) => {
+      let argv: string[];
+      let expression: string;
+      let durationMs: number | undefined;
+      try {
+        argv = tcpdumpArgv(identity.spec, { dir, podIP: identity.podIP });
+        expression = buildFilter(identity.spec.filter, identity.podIP);
+        durationMs = identity.spec.limits?.duration ? parseDuration(identity.spec.limits.duration) : undefined;
+      } catch (err) {
+        return failWith(err, attempt);
+      }
+      step(
+        deps.compileFilter(expression, netns.netnsPath),
+        (compiled) => {
+          if (!compiled.ok) return fail(REASONS.InvalidFilter, `tcpdump rejects the filter "${expression}": ${compiled.message}`);
+          step(
+            deps.makeDir(dir),
+            () => launch(netns, argv, durationMs, attempt),
+            (err) => fail((err as NodeJS.ErrnoException).code === 'ENOSPC' ? REASONS.DiskFull : REASONS.Error, `cannot create ${dir}: ${String(err)}`),
+          );
+        },
+        (err) => failWith(err, attempt),
+      );
+    };
+
+    const launch = (netns: Extract<NetnsLookup, { found: true }>, argv: string[], durationMs: number | undefined, attempt: number) => {
+      // kept apart from `work`: a start in flight at teardown must still be stopped once it resolves
+      const started$ = from(deps.start({ identity, sessionId: id, dir, netnsPath: netns.netnsPath, inode: netns.inode, argv, log })).pipe(
+        shareReplay({ bufferSize: 1, refCount: false }),
+      );
+      launching = started$;
+      step(
+        started$,
+        (proc) => {
+          launching = undefined;
+          running(proc, durationMs);
+        },
+        (err) => {
+          launching = undefined;
+          failWith(err, attempt);
+        },
+      );
+    };
+
+    const running = (proc: CaptureProcess, durationMs: number | undefined) => {
+      tcpdump = proc;
+      log.info({ pid: proc.pid, dir, verifyMs: proc.verifiedAt.getTime() - proc.startedAt.getTime() }, 'session started');
+      publish({ state: 'Running', reason: undefined, message: undefined, startTime: proc.verifiedAt.toISOString(), path: dir });
+      if (durationMs !== undefined) {
+        // the whole capture's duration counts from its first session, on whichever node
+        const since = identity.firstStartTime ? Date.parse(identity.firstStartTime) : proc.verifiedAt.getTime();
+        work.add(
+          timer(Math.max(0, since + durationMs - scheduler.now()), scheduler).subscribe(() => {
+            selfEnd = REASONS.Duration;
+            work.add(from(proc.stop(timing.stopGraceMs)).subscribe());
+          }),
+        );
+      }
+      const progress$ = defer(() => forkJoin([from(deps.dirStats(dir)), proc.requestStats ? from(proc.requestStats()) : of(undefined)])).pipe(
+        catchError((err: unknown) => {
+          log.debug({ err: String(err) }, 'cannot read session progress');
+          return EMPTY;
+        }),
+      );
+      work.add(
+        timer(timing.pollMs, timing.pollMs, scheduler)
+          .pipe(exhaustMap(() => progress$))
+          .subscribe(([files, stats]) =>
+            publish({ ...files, packets: stats?.captured ?? entry.packets, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel }),
+          ),
+      );
+      step(
+        proc.exited,
+        (exit) => {
+          const limited = exit.code === 0 && identity.spec.limits?.maxPackets !== undefined;
+          const reason = (selfEnd ??= limited ? REASONS.PacketLimit : REASONS.TcpdumpExited);
+          const message =
+            reason === REASONS.TcpdumpExited
+              ? `tcpdump exited (${exit.signal ?? `code ${exit.code}`}): ${stderrMessage(exit.stderrTail) || 'no message'}`
+              : undefined;
+          step(
+            finalEntry(reason, exit, message),
+            (ended) => {
+              if (reason === REASONS.TcpdumpExited) log.warn({ endReason: reason, packets: ended.packets, message }, 'session ended');
+              else log.info({ endReason: reason, packets: ended.packets }, 'session ended');
+              finish(ended);
+            },
+            () => undefined,
+          );
+        },
+        (err) => fail(REASONS.Error, String(err)),
+      );
+    };
+
+    /** The Ended entry, with the files' final sizes. */
+    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, message?: string): Observable<SessionStatus> =>
+      from(deps.dirStats(dir)).pipe(
+        catchError(() => of(undefined)),
+        map((files) =>
+          clean({
+            ...entry,
+            state: 'Ended',
+            reason: undefined,
+            endReason: reason,
+            endTime: iso(scheduler.now()),
+            bytes: files?.bytes ?? entry.bytes,
+            files: files?.files ?? entry.files,
+            packets: exit?.stats.captured ?? entry.packets,
+            droppedByKernel: exit?.stats.droppedByKernel ?? entry.droppedByKernel,
+            message: message ?? (entry.state === 'Pending' ? entry.message : undefined),
+          }),
+        ),
+      );
+
+    subscriber.next({ capture, session: entry });
+    resolve(0);
+
+    return () => {
+      work.unsubscribe();
+      if (final) return;
+      const reason = selfEnd ?? ending();
+      const stopped$ = (proc: CaptureProcess) =>
+        from(proc.stop(timing.stopGraceMs)).pipe(
+          switchMap((exit) => finalEntry(reason, exit)),
+          tap((ended) => log.info({ endReason: reason, packets: ended.packets, pid: proc.pid }, 'session ended')),
+        );
+      const final$: Observable<SessionStatus> = tcpdump
+        ? stopped$(tcpdump)
+        : launching
+          ? launching.pipe(
+              switchMap(stopped$),
+              catchError(() => finalEntry(reason, undefined)),
+            )
+          : finalEntry(reason, undefined);
+      deps.ends.track(
+        final$.pipe(
+          map((session) => ({ capture, session })),
+          catchError((err: unknown) => {
+            log.error({ err: String(err) }, 'could not stop session');
+            return EMPTY;
+          }),
+        ),
+      );
+    };
+  });
+}

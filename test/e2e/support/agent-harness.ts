@@ -1,0 +1,356 @@
+// What the agent's e2e tests share: the CRD, pods on simulated nodes, captures, the
+// tcpdump processes of one data dir, and capture files read back with tshark.
+
+import { execFile } from 'node:child_process';
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+import type { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
+import { vi } from 'vitest';
+import { runAgent, type AgentHandle, type AgentOptions } from '../../../agent/main.ts';
+import { CRD_NAME, packetCaptureCrd } from '../../../crds/crd.ts';
+import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec, type SessionStatus } from '../../../crds/packetcapture.ts';
+import { isNotFound, kubeRequest, MERGE_PATCH } from '../../../kube/http.ts';
+import { apply, controlPlaneAvailable, waitEstablished, type KubeObject } from '../../support/cluster.ts';
+import { requireOrSkip } from '../../support/require.ts';
+
+const exec = promisify(execFile);
+const TOOLS = ['ip', 'tcpdump', 'tshark', 'nsenter', 'setpriv', 'ping'];
+
+/** Whether the agent e2e suites can run here: a control plane, root, and the tools. */
+export const agentE2eAvailable =
+  controlPlaneAvailable &&
+  requireOrSkip('root with network namespaces, tcpdump and tshark', () => {
+    if (process.getuid?.() !== 0) return 'not running as root';
+    const path = (process.env.PATH ?? '').split(delimiter);
+    const missing = TOOLS.filter((tool) => !path.some((dir) => isExecutable(join(dir, tool))));
+    if (missing.length > 0) return `missing ${missing.join(', ')} (apt-get install -y iproute2 iputils-ping tcpdump tshark util-linux)`;
+    return undefined;
+  });
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const WAIT = { timeout: 60_000, interval: 50 };
+export const quietLog = () => pino({ level: process.env.LOG_LEVEL ?? 'warn' }, process.stderr);
+
+// All test runs and benchmarks on a machine share one bridge, so two of them using one
+// address would see each other's packets. Others use fixed numbers (local mode from 1,
+// node.test.ts 41-44, the benchmark 201); these suites draw from 150-198.
+/** A /24 (and the next one) for simulated nodes, unlikely to be in use by another run at the same time. */
+export const randomSubnet = (): number => 150 + Math.floor(Math.random() * 48);
+/** A traffic-host address in 10.244.250.0/24 (netns-host.ts), from the same range. */
+export const randomHostAddress = (): string => `10.244.250.${150 + Math.floor(Math.random() * 49)}`;
+
+export async function installCrd(kc: KubeConfig): Promise<void> {
+  await apply(kc, packetCaptureCrd as unknown as KubeObject);
+  await waitEstablished(kc, CRD_NAME);
+}
+
+// ---- pods --------------------------------------------------------------------------
+
+export interface PodInstance {
+  name: string;
+  uid: string;
+  ip: string;
+}
+
+interface PodObject {
+  metadata: { name: string; uid: string; deletionTimestamp?: string };
+  status?: { phase?: string; podIP?: string };
+}
+
+const podPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/pods/${name}`;
+
+/** Creates a pod bound to `node` (no scheduler) and waits until it runs with an IP. */
+export async function createPod(
+  kc: KubeConfig,
+  ns: string,
+  name: string,
+  node: string,
+  labels: Record<string, string> = { app: 'web' },
+): Promise<PodInstance> {
+  const created = await kubeRequest<PodObject>(kc, 'POST', `/api/v1/namespaces/${ns}/pods`, {
+    body: {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: ns, labels },
+      spec: {
+        nodeName: node,
+        containers: [{ name: 'app', image: 'simulated', ports: [{ containerPort: 80 }] }],
+        terminationGracePeriodSeconds: 5,
+      },
+    },
+  });
+  return waitRunning(kc, ns, name, created.metadata.uid);
+}
+
+export async function waitRunning(kc: KubeConfig, ns: string, name: string, uid: string): Promise<PodInstance> {
+  return vi.waitFor(async () => {
+    const pod = await kubeRequest<PodObject>(kc, 'GET', podPath(ns, name));
+    if (pod.metadata.uid !== uid) throw new Error(`${name} is another instance now`);
+    if (pod.status?.phase !== 'Running' || !pod.status.podIP) throw new Error(`${name} is not Running yet`);
+    return { name, uid, ip: pod.status.podIP };
+  }, WAIT);
+}
+
+/** Deletes one instance (precondition on its UID) and waits until the object is gone. */
+export async function deletePod(kc: KubeConfig, ns: string, name: string, uid: string): Promise<void> {
+  await kubeRequest(kc, 'DELETE', podPath(ns, name), { body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid } } }).catch(
+    (err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    },
+  );
+  await vi.waitFor(async () => {
+    const pod = await kubeRequest<PodObject>(kc, 'GET', podPath(ns, name)).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    if (pod?.metadata.uid === uid) throw new Error(`${name} (${uid}) still exists`);
+  }, WAIT);
+}
+
+/** A pod object bound to `node` and reported Running by the test, with no sandbox behind it. */
+export async function createPodWithoutSandbox(kc: KubeConfig, ns: string, name: string, node: string, ip: string): Promise<PodInstance> {
+  const created = await kubeRequest<PodObject>(kc, 'POST', `/api/v1/namespaces/${ns}/pods`, {
+    body: {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: ns, labels: { app: 'ghost' } },
+      spec: { nodeName: node, containers: [{ name: 'app', image: 'simulated' }] },
+    },
+  });
+  await kubeRequest(kc, 'PATCH', `${podPath(ns, name)}/status`, {
+    contentType: MERGE_PATCH,
+    body: { metadata: { uid: created.metadata.uid }, status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] } },
+  });
+  return { name, uid: created.metadata.uid, ip };
+}
+
+/** A Node object without a kubelet behind it. */
+export async function createBareNode(kc: KubeConfig, name: string): Promise<void> {
+  await kubeRequest(kc, 'POST', '/api/v1/nodes', { body: { apiVersion: 'v1', kind: 'Node', metadata: { name } } });
+}
+
+export async function deleteNode(kc: KubeConfig, name: string): Promise<void> {
+  await kubeRequest(kc, 'DELETE', `/api/v1/nodes/${name}`).catch((err: unknown) => {
+    if (!isNotFound(err)) throw err;
+  });
+}
+
+// ---- captures ----------------------------------------------------------------------
+
+const capturesPath = (ns: string) => `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`;
+
+export async function createCapture(kc: KubeConfig, ns: string, name: string, spec: PacketCaptureSpec): Promise<PacketCapture> {
+  return kubeRequest<PacketCapture>(kc, 'POST', capturesPath(ns), {
+    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: ns }, spec },
+  });
+}
+
+export const getCapture = (kc: KubeConfig, ns: string, name: string): Promise<PacketCapture> =>
+  kubeRequest<PacketCapture>(kc, 'GET', `${capturesPath(ns)}/${name}`);
+
+export async function patchCaptureSpec(kc: KubeConfig, ns: string, name: string, spec: Partial<PacketCaptureSpec>): Promise<PacketCapture> {
+  return kubeRequest<PacketCapture>(kc, 'PATCH', `${capturesPath(ns)}/${name}`, { contentType: MERGE_PATCH, body: { spec } });
+}
+
+/** Deletes a capture and waits until it is gone (finalizer removed, if any). */
+export async function deleteCapture(kc: KubeConfig, ns: string, name: string): Promise<void> {
+  await kubeRequest(kc, 'DELETE', `${capturesPath(ns)}/${name}`).catch((err: unknown) => {
+    if (!isNotFound(err)) throw err;
+  });
+  await vi.waitFor(async () => {
+    const gone = await getCapture(kc, ns, name).then(
+      () => false,
+      (err: unknown) => {
+        if (isNotFound(err)) return true;
+        throw err;
+      },
+    );
+    if (!gone) throw new Error(`capture ${ns}/${name} still exists`);
+  }, WAIT);
+}
+
+/** Waits until the capture's status shows a session matching `match`, and returns it. */
+export async function waitSession(
+  kc: KubeConfig,
+  ns: string,
+  name: string,
+  match: (s: SessionStatus) => boolean,
+  what: string,
+  timeout = WAIT.timeout,
+): Promise<SessionStatus> {
+  return vi.waitFor(
+    async () => {
+      const sessions = (await getCapture(kc, ns, name)).status?.sessions ?? [];
+      const found = sessions.find(match);
+      if (!found) throw new Error(`no session ${what} in ${JSON.stringify(sessions, null, 1)}`);
+      return found;
+    },
+    { ...WAIT, timeout },
+  );
+}
+
+// ---- agents ------------------------------------------------------------------------
+
+/** An agent in this process with short timings, so tests wait on conditions, not on periods. */
+export function startAgent(opts: Pick<AgentOptions, 'kubeConfig' | 'nodeName' | 'dataDir' | 'namespace'> & Partial<AgentOptions>): Promise<AgentHandle> {
+  return runAgent({
+    metricsPort: 0,
+    log: quietLog(),
+    statusThrottleMs: 500,
+    timing: { pollMs: 500, retryMs: 200, maxRetryMs: 2000 },
+    ...opts,
+  });
+}
+
+// ---- processes ---------------------------------------------------------------------
+
+export interface TcpdumpOnNode {
+  pid: number;
+  /** inode of its network namespace */
+  netns: number;
+  argv: string[];
+}
+
+/** The running tcpdumps writing under `dataDir` (other test runs' tcpdumps are not ours). */
+export async function tcpdumpsOf(dataDir: string): Promise<TcpdumpOnNode[]> {
+  const found: TcpdumpOnNode[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      if ((await readFile(`/proc/${entry}/comm`, 'utf8')).trim() !== 'tcpdump') continue;
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+      if (!argv.some((arg) => arg.startsWith(`${dataDir}/`))) continue;
+      const link = await readlink(`/proc/${entry}/ns/net`);
+      const stats = await readFile(`/proc/${entry}/stat`, 'utf8');
+      if (/\) Z /.test(stats)) continue;
+      found.push({ pid: Number(entry), netns: Number(/\[(\d+)\]/.exec(link)![1]), argv });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
+export const netnsInode = async (path: string): Promise<number> => (await stat(path)).ino;
+
+/** Whether `pid` runs (a zombie does not). */
+export const alive = (pid: number): boolean => {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+
+// ---- files -------------------------------------------------------------------------
+
+export interface SessionOnDisk {
+  podUID: string;
+  sessionId: string;
+  dir: string;
+  files: string[];
+}
+
+/** Every session directory of a capture under `dataDir`, with its capture files. */
+export async function sessionsOnDisk(dataDir: string, ns: string, name: string): Promise<SessionOnDisk[]> {
+  const result: SessionOnDisk[] = [];
+  const base = join(dataDir, ns, name);
+  for (const podUID of await readdir(base).catch(() => [] as string[])) {
+    if (podUID.startsWith('.')) continue;
+    for (const sessionId of await readdir(join(base, podUID))) {
+      const dir = join(base, podUID, sessionId);
+      const files = (await readdir(dir)).filter((f) => /^capture\.pcap[0-9]*$/.test(f)).map((f) => join(dir, f));
+      result.push({ podUID, sessionId, dir, files });
+    }
+  }
+  return result;
+}
+
+export interface Packet {
+  /** every IPv4 address in the frame, outer and quoted (ICMP errors quote the datagram) */
+  ips: string[];
+  /** destination ports of every UDP header in the frame, outer and quoted */
+  udpDstPorts: number[];
+  arpIps: string[];
+  /** 1 request, 2 reply */
+  arpOpcode?: number;
+  ipv6: string[];
+  protocols: string;
+  time: number;
+}
+
+/** A capture file as tshark reads it; a file tcpdump is still writing may end mid-packet. */
+export async function readPcap(file: string): Promise<Packet[]> {
+  const fields = ['frame.time_epoch', 'frame.protocols', 'ip.src', 'ip.dst', 'udp.dstport', 'arp.src.proto_ipv4', 'arp.dst.proto_ipv4', 'ipv6.src', 'ipv6.dst', 'arp.opcode'];
+  const { stdout } = await exec('tshark', ['-r', file, '-T', 'fields', ...fields.flatMap((f) => ['-e', f]), '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,'], {
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  const list = (value: string | undefined) => (value ? value.split(',').filter(Boolean) : []);
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [time, protocols, src, dst, dport, arpSrc, arpDst, src6, dst6, opcode] = line.split('\t');
+      return {
+        time: Number(time),
+        protocols: protocols ?? '',
+        ips: [...list(src), ...list(dst)],
+        udpDstPorts: list(dport).map(Number),
+        arpIps: [...list(arpSrc), ...list(arpDst)],
+        ipv6: [...list(src6), ...list(dst6)],
+        ...(opcode ? { arpOpcode: Number(opcode) } : {}),
+      };
+    });
+}
+
+export async function packetCount(file: string): Promise<number> {
+  const { stdout } = await exec('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.number'], { maxBuffer: 64 * 1024 * 1024 });
+  return stdout.split('\n').filter(Boolean).length;
+}
+
+/**
+ * IPv6 link-local control traffic (MLD reports, neighbour discovery: from :: or fe80::/10
+ * to ff02::/16). The simulated pods have IPv4 addresses only, but their kernels still
+ * join multicast groups; such a frame names no pod and never leaves the link.
+ */
+export const isLinkLocalControl = (p: Packet): boolean =>
+  p.ips.length === 0 &&
+  p.ipv6.length === 2 &&
+  (p.ipv6[0] === '::' || p.ipv6[0]!.startsWith('fe80:')) &&
+  p.ipv6[1]!.startsWith('ff02:');
+
+/**
+ * The packets of a file that do not belong to the instance with `ip`: an IPv4 packet
+ * neither from nor to it, an ARP reply not about it, or anything else except link-level
+ * control traffic every port of the bridge receives: ARP requests (broadcast whenever
+ * they are not about this pod's address) and IPv6 link-local control frames.
+ */
+export function foreignPackets(packets: Packet[], ip: string): Packet[] {
+  return packets.filter((p) => {
+    if (p.ips.length > 0) return !p.ips.slice(0, 2).includes(ip);
+    if (p.arpIps.length > 0) return !p.arpIps.includes(ip) && p.arpOpcode !== 1;
+    return !isLinkLocalControl(p);
+  });
+}
+
+// ---- numbers -----------------------------------------------------------------------
+
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export const summary = (values: number[]): string =>
+  `n=${values.length} median=${percentile(values, 50).toFixed(0)}ms p99=${percentile(values, 99).toFixed(0)}ms max=${Math.max(...values).toFixed(0)}ms`;
