@@ -115,24 +115,37 @@ function checkBalanced(bpf: string): string {
  * - `-C` counts millions of bytes: the quantity is rounded up, at least 1. `-W` makes the
  *   `-C` files a ring; without a fileSize there is nothing to rotate, so fileCount alone
  *   changes nothing.
- * The filter is the last element, after `--`.
+ * - `-y LINUX_SLL2`: pins the header layout that NOT_OTHERHOST reads.
+ * The filter is the last element, after `--`, and always excludes NOT_OTHERHOST frames.
  */
 export function tcpdumpArgv(
   spec: Pick<PacketCaptureSpec, 'filter' | 'limits'>,
-  opts: { dir: string; podIP?: string; iface?: string },
+  opts: { dir: string; podIP?: string },
 ): string[] {
   const limits = spec.limits ?? {};
-  const argv = ['-i', opts.iface ?? 'any', '-n', '-U', '-Z', 'root'];
+  const argv = ['-i', 'any', '-y', 'LINUX_SLL2', '-n', '-U', '-Z', 'root'];
   argv.push('-s', String(limits.snapLen ?? DEFAULTS.snapLen), '-w', join(opts.dir, CAPTURE_FILE));
   if (limits.maxPackets !== undefined) argv.push('-c', String(limits.maxPackets));
   if (limits.fileSize !== undefined) {
     argv.push('-C', String(Math.max(1, Math.ceil(parseQuantity(limits.fileSize) / 1_000_000))));
     if (limits.fileCount !== undefined) argv.push('-W', String(limits.fileCount));
   }
-  const expression = buildFilter(spec.filter, opts.podIP);
-  if (expression !== '') argv.push('--', expression);
+  argv.push('--', captureExpression(buildFilter(spec.filter, opts.podIP)));
   return argv;
 }
+
+/**
+ * A packet socket also sees frames that reached the pod's interface but were addressed to
+ * another MAC (pkt_type PACKET_OTHERHOST): a bridge floods a frame for a MAC it has not
+ * learned yet, which is exactly what happens right after a pod's IP is handed to a new pod.
+ * They are not this pod's traffic, so no capture keeps them. Byte 10 of the LINUX_SLL2
+ * header is the packet type; 3 is PACKET_OTHERHOST.
+ */
+const NOT_OTHERHOST = 'not link[10] == 3';
+
+/** The expression tcpdump runs: the spec's filter with foreign frames excluded. */
+export const captureExpression = (filter: string): string =>
+  filter === '' ? NOT_OTHERHOST : `(${filter}) and ${NOT_OTHERHOST}`;
 
 /** The absolute path of a tool on PATH, or CaptureError(TcpdumpMissing) naming it. */
 async function resolveTool(name: string): Promise<string> {
@@ -187,7 +200,7 @@ export async function compileFilter(
 ): Promise<{ ok: true } | { ok: false; message: string }> {
   if (expression.trim() === '') return { ok: true };
   const [nsenter, tcpdump] = await Promise.all([resolveTool('nsenter'), resolveTool('tcpdump')]);
-  const { code, stderr } = await run(nsenter, [`--net=${netnsPath}`, '--', tcpdump, '-d', '-i', 'any', '--', expression]);
+  const { code, stderr } = await run(nsenter, [`--net=${netnsPath}`, '--', tcpdump, '-d', '-i', 'any', '-y', 'LINUX_SLL2', '--', expression]);
   if (code === 0) return { ok: true };
   if (/^nsenter: /m.test(stderr)) throw startFailure(stderr, netnsPath);
   return { ok: false, message: toolMessage(stderr) || `tcpdump rejected the filter (exit ${code})` };

@@ -68,10 +68,10 @@ describe('buildFilter', () => {
 });
 
 describe('tcpdumpArgv', () => {
-  const base = ['-i', 'any', '-n', '-U', '-Z', 'root', '-s', '262144', '-w', '/data/ns/pc/uid/s1/capture.pcap'];
+  const base = ['-i', 'any', '-y', 'LINUX_SLL2', '-n', '-U', '-Z', 'root', '-s', '262144', '-w', '/data/ns/pc/uid/s1/capture.pcap'];
 
-  it('defaults: any interface, default snap length, one file, no filter', () => {
-    expect(tcpdumpArgv({}, { dir: '/data/ns/pc/uid/s1' })).toEqual(base);
+  it('defaults: any interface, default snap length, one file, only frames addressed to the pod', () => {
+    expect(tcpdumpArgv({}, { dir: '/data/ns/pc/uid/s1' })).toEqual([...base, '--', 'not link[10] == 3']);
   });
 
   it('limits become -s, -c, -C (millions of bytes, rounded up) and -W, and the filter comes last as one element', () => {
@@ -80,11 +80,11 @@ describe('tcpdumpArgv', () => {
         filter: { protocol: 'TCP', port: 80, direction: 'Ingress' },
         limits: { maxPackets: 1000, fileSize: '10Mi', fileCount: 5, snapLen: 96 },
       },
-      { dir: '/d', podIP: POD, iface: 'eth0' },
+      { dir: '/d', podIP: POD },
     );
     expect(argv).toEqual([
-      ...['-i', 'eth0', '-n', '-U', '-Z', 'root', '-s', '96', '-w', '/d/capture.pcap'],
-      ...['-c', '1000', '-C', '11', '-W', '5', '--', `tcp and dst host ${POD} and port 80`],
+      ...['-i', 'any', '-y', 'LINUX_SLL2', '-n', '-U', '-Z', 'root', '-s', '96', '-w', '/d/capture.pcap'],
+      ...['-c', '1000', '-C', '11', '-W', '5', '--', `(tcp and dst host ${POD} and port 80) and not link[10] == 3`],
     ]);
   });
 
@@ -100,7 +100,7 @@ describe('tcpdumpArgv', () => {
   });
 
   it('fileCount without fileSize has nothing to rotate', () => {
-    expect(tcpdumpArgv({ limits: { fileCount: 3 } }, { dir: '/data/ns/pc/uid/s1' })).toEqual(base);
+    expect(tcpdumpArgv({ limits: { fileCount: 3 } }, { dir: '/data/ns/pc/uid/s1' })).toEqual([...base, '--', 'not link[10] == 3']);
   });
 
   it('an invalid filter fails the argv, not tcpdump', () => {
