@@ -1,0 +1,81 @@
+import { REASONS, type PacketCaptureStatus, type TargetStatus } from '../crds/packetcapture.ts';
+import type { ControllerStatus } from './conditions.ts';
+
+export interface CaptureEvent {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+  /** the pod instance the event is about, for the log line */
+  podUID?: string;
+}
+
+/**
+ * The last instance the capture targeted under each pod name, kept after the instance goes
+ * so that its replacement is recognised even when the two are never targets at once.
+ */
+export type Lineage = ReadonlyMap<string, TargetStatus>;
+
+/** Bound on remembered pod names; a selector over a churning Deployment would otherwise grow it forever. */
+export const LINEAGE_LIMIT = 1000;
+
+/**
+ * What the capture knew before this controller saw it: its current targets, and for names
+ * without one the newest session an agent reported, so a restart in the middle of a
+ * recreation still reports the replacement.
+ */
+export function seedLineage(status: PacketCaptureStatus | undefined): Lineage {
+  const lineage = new Map<string, TargetStatus>();
+  const sessions = [...(status?.sessions ?? [])].sort((a, b) => (a.startTime ?? '').localeCompare(b.startTime ?? ''));
+  for (const s of sessions) lineage.set(s.podName, { podName: s.podName, podUID: s.podUID, nodeName: s.nodeName });
+  for (const t of status?.targets ?? []) lineage.set(t.podName, t);
+  return lineage;
+}
+
+const where = (t: TargetStatus) => `node ${t.nodeName}` + (t.podIP ? `, IP ${t.podIP}` : '');
+
+/**
+ * Events for targets that are new: a first instance under a name is TargetResolved, a
+ * different UID under a known name is PodReplaced (naming both UIDs). Returns the lineage
+ * to diff the next targets against.
+ */
+export function targetEvents(lineage: Lineage, next: TargetStatus[]): { events: CaptureEvent[]; lineage: Lineage } {
+  const events: CaptureEvent[] = [];
+  const updated = new Map(lineage);
+  for (const t of next) {
+    const before = lineage.get(t.podName);
+    if (!before) {
+      events.push({
+        type: 'Normal',
+        reason: REASONS.TargetResolved,
+        message: `pod ${t.podName} (UID ${t.podUID}) on ${where(t)} is a target`,
+        podUID: t.podUID,
+      });
+    } else if (before.podUID !== t.podUID) {
+      events.push({
+        type: 'Normal',
+        reason: REASONS.PodReplaced,
+        message:
+          `pod ${t.podName} replaced: old UID ${before.podUID} → new UID ${t.podUID}` +
+          (before.nodeName !== t.nodeName ? ` (moved from node ${before.nodeName} to ${t.nodeName})` : ` (node ${t.nodeName})`),
+        podUID: t.podUID,
+      });
+    }
+    // re-inserted so the least recently targeted names are the first to be forgotten
+    updated.delete(t.podName);
+    updated.set(t.podName, t);
+  }
+  for (const name of updated.keys()) {
+    if (updated.size <= LINEAGE_LIMIT) break;
+    updated.delete(name);
+  }
+  return { events, lineage: updated };
+}
+
+/** CaptureCompleted / CaptureFailed when the phase enters Completed / Failed. */
+export function phaseEvents(previous: Partial<ControllerStatus> | undefined, next: ControllerStatus): CaptureEvent[] {
+  if (previous?.phase === next.phase) return [];
+  const ready = next.conditions.find((c) => c.type === 'Ready');
+  if (next.phase === 'Completed') return [{ type: 'Normal', reason: REASONS.CaptureCompleted, message: ready?.message ?? 'capture completed' }];
+  if (next.phase === 'Failed') return [{ type: 'Warning', reason: REASONS.CaptureFailed, message: ready?.message ?? 'capture failed' }];
+  return [];
+}

@@ -1,0 +1,185 @@
+import type { KubeConfig } from '@kubernetes/client-node';
+import { defer, distinctUntilChanged, EMPTY, ignoreElements, merge, switchMap, tap, type Observable } from 'rxjs';
+import {
+  API_VERSION,
+  CONTROLLER_FIELD_MANAGER,
+  GROUP,
+  KIND,
+  PLURAL,
+  REASONS,
+  VERSION,
+  type PacketCapture,
+} from '../crds/packetcapture.ts';
+import type { EventRecorder, InvolvedObject } from '../kube/events.ts';
+import { isConflict, isNotFound, kubeRequest, MERGE_PATCH } from '../kube/http.ts';
+import type { Logger } from '../kube/log.ts';
+import { StatusWriter, type StatusTarget } from '../kube/status.ts';
+import type { Snapshot } from '../kube/watch.ts';
+import type { Lease } from './agents.ts';
+import { observedControllerStatus, type ControllerStatus } from './conditions.ts';
+import { phaseEvents, seedLineage, targetEvents, type CaptureEvent, type Lineage } from './events.ts';
+import { withFinalizer, type FinalizerOptions } from './finalizer.ts';
+import type { ControllerMetrics } from './metrics.ts';
+import { decisions, perCapture, type Decision } from './stream.ts';
+import type { Pod } from './targets.ts';
+
+export interface ReconcilerOptions {
+  kc: KubeConfig;
+  log: Logger;
+  metrics: ControllerMetrics;
+  events: EventRecorder;
+  captures$: Observable<Snapshot<PacketCapture>>;
+  pods$: Observable<Snapshot<Pod>>;
+  /** agent presence Leases */
+  leases$: Observable<Snapshot<Lease>>;
+  /** writes happen only while this is true */
+  isLeader$: Observable<boolean>;
+  resyncMs: number;
+  finalizer?: FinalizerOptions;
+  writer?: StatusWriter<ControllerStatus>;
+}
+
+interface CaptureState {
+  uid: string;
+  log: Logger;
+  lineage: Lineage;
+  /** what this replica last wrote, newer than the snapshot until the watch echoes it */
+  lastWritten?: ControllerStatus;
+}
+
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 30_000;
+export const retryDelay = (failures: number): number => Math.min(RETRY_BASE_MS * 2 ** (failures - 1), RETRY_MAX_MS);
+
+export const capturePath = (c: PacketCapture): string =>
+  `/apis/${GROUP}/${VERSION}/namespaces/${c.metadata.namespace}/${PLURAL}/${c.metadata.name}`;
+
+const involved = (c: PacketCapture): InvolvedObject => ({
+  apiVersion: API_VERSION,
+  kind: KIND,
+  name: c.metadata.name,
+  namespace: c.metadata.namespace,
+  uid: c.metadata.uid,
+});
+
+const statusTarget = (c: PacketCapture): StatusTarget => ({ ...involved(c), path: capturePath(c) });
+
+export interface Reconciler {
+  /** emits nothing; subscribe to run, unsubscribe to stop starting new work */
+  run$: Observable<never>;
+  /** settles when the requests already started have ended (an unsubscribe cannot recall them) */
+  settled(): Promise<void>;
+}
+
+/**
+ * The reconcile loop: decisions from the watched world, and for each capture the writes
+ * that make the cluster match them (finalizer, status, events). Level-triggered and
+ * idempotent; a failed request is retried with backoff on the newest decision.
+ */
+export function reconciler(opts: ReconcilerOptions): Reconciler {
+  const { kc, log, metrics } = opts;
+  const writer = opts.writer ?? new StatusWriter<ControllerStatus>(kc, CONTROLLER_FIELD_MANAGER);
+  const inFlight = new Set<Promise<void>>();
+
+  const call = async <T>(operation: string, request: () => Promise<T>): Promise<T> => {
+    try {
+      return await request();
+    } catch (err) {
+      metrics.apiErrors.inc({ operation });
+      throw err;
+    }
+  };
+
+  const setFinalizer = async (c: PacketCapture, present: boolean): Promise<void> => {
+    try {
+      await call('finalizer', () =>
+        kubeRequest(kc, 'PATCH', capturePath(c), {
+          contentType: MERGE_PATCH,
+          // the resourceVersion makes this a compare-and-swap: a list replaced from a stale read would drop others' finalizers
+          body: { metadata: { finalizers: withFinalizer(c.metadata.finalizers, present), resourceVersion: c.metadata.resourceVersion } },
+        }),
+      );
+    } catch (err) {
+      // gone, or changed since the snapshot: either way the watch brings the news and a new decision
+      if (!isNotFound(err) && !isConflict(err)) throw err;
+    }
+  };
+
+  const record = async (c: PacketCapture, state: CaptureState, events: CaptureEvent[]) => {
+    for (const e of events) {
+      state.log[e.type === 'Warning' ? 'warn' : 'info']({ podUID: e.podUID, reason: e.reason }, e.message);
+      if (e.reason === REASONS.PodReplaced) metrics.podReplacements.inc();
+      await opts.events.record(involved(c), e.type, e.reason, e.message);
+    }
+  };
+
+  const writeStatus = async (d: Decision, state: CaptureState): Promise<void> => {
+    const c = d.capture;
+    const observed = observedControllerStatus(c.status);
+    const desired = d.derived.status;
+    const before = state.lastWritten ?? observed;
+    if (!(await call('status', () => writer.apply(statusTarget(c), desired, observed as ControllerStatus)))) return;
+    metrics.statusWrites.inc();
+    state.lastWritten = desired;
+    const ready = desired.conditions.find((x) => x.type === 'Ready');
+    state.log.info(
+      { phase: desired.phase, reason: ready?.reason, podUIDs: desired.targets.map((t) => t.podUID), generation: desired.observedGeneration },
+      'status updated',
+    );
+    const fromTargets = targetEvents(state.lineage, desired.targets);
+    state.lineage = fromTargets.lineage;
+    await record(c, state, [...fromTargets.events, ...phaseEvents(before, desired)]);
+  };
+
+  const reconcileOne = async (d: Decision, state: CaptureState): Promise<void> => {
+    const stopTimer = metrics.reconcileDuration.startTimer();
+    try {
+      if (d.finalizer.action === 'release') {
+        // the object is about to go: a last status would only be one more write nobody reads
+        await setFinalizer(d.capture, false);
+        state.log.info({ reason: d.finalizer.reason }, `finalizer released: ${d.finalizer.message}`);
+      } else {
+        if (d.finalizer.action === 'add') await setFinalizer(d.capture, true);
+        await writeStatus(d, state);
+      }
+      metrics.reconciles.inc({ result: 'success' });
+    } catch (err) {
+      metrics.reconciles.inc({ result: 'error' });
+      state.log.warn({ err: String(err) }, 'reconcile failed; retrying');
+      throw err;
+    } finally {
+      stopTimer();
+    }
+  };
+
+  const work$ = decisions(opts.captures$, opts.pods$, opts.leases$, { resyncMs: opts.resyncMs, finalizer: opts.finalizer }).pipe(
+    perCapture<CaptureState>({
+      init: ({ capture: c }) => ({
+        uid: c.metadata.uid,
+        log: log.child({ namespace: c.metadata.namespace, name: c.metadata.name, captureUID: c.metadata.uid }),
+        lineage: seedLineage(c.status),
+      }),
+      work: (d, state) =>
+        defer(() => {
+          const run = reconcileOne(d, state);
+          inFlight.add(run);
+          return run.finally(() => inFlight.delete(run));
+        }),
+      dispose: (state) => writer.forget(state.uid),
+      retryDelay,
+    }),
+  );
+
+  const run$ = merge(
+    opts.captures$.pipe(
+      tap((captures) => metrics.setCapturesByPhase([...captures.values()].map((c) => c.status?.phase))),
+      ignoreElements(),
+    ),
+    opts.isLeader$.pipe(
+      distinctUntilChanged(),
+      tap((leader) => metrics.leader.set(leader ? 1 : 0)),
+      switchMap((leader) => (leader ? work$ : EMPTY)),
+    ),
+  );
+  return { run$, settled: async () => void (await Promise.allSettled([...inFlight])) };
+}

@@ -1,0 +1,238 @@
+import { distinctUntilChanged, map, Observable, scan } from 'rxjs';
+import { TestScheduler } from 'rxjs/testing';
+import { describe, expect, it } from 'vitest';
+import type { PacketCapture } from '../../crds/packetcapture.ts';
+import type { Lease } from '../../controller/agents.ts';
+import { decisions, latestSerially, perCapture, type Decisions } from '../../controller/stream.ts';
+import type { Pod } from '../../controller/targets.ts';
+import { agentLease, capture, pod, snapshot } from './controller-fixtures.ts';
+
+const newScheduler = () => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
+
+const CAP = 'cap-uid';
+const byName = capture({ target: { podName: 'web-0' } });
+const bySelector = (app: string, generation = 1) => capture({ target: { podSelector: { matchLabels: { app } } } }, { generation });
+const LEASES = snapshot<Lease>(agentLease('node-a', '2100-01-01T00:00:00Z'), agentLease('node-b', '2100-01-01T00:00:00Z'));
+
+type Captures = ReadonlyMap<string, PacketCapture>;
+type Pods = ReadonlyMap<string, Pod>;
+
+/** The capture's targets as `uid@node` words, one emission per change of decision. */
+function targets(ts: TestScheduler, captures$: Observable<Captures>, pods$: Observable<Pods>): Observable<string> {
+  return decisions(captures$, pods$, ts.createColdObservable('a', { a: LEASES }), { resyncMs: 1_000, scheduler: ts }).pipe(
+    map((d) => (d.byCapture.get(CAP)?.resolution.targets ?? []).map((t) => `${t.podUID}@${t.nodeName}`).join(' ') || '-'),
+    distinctUntilChanged(),
+  );
+}
+
+type WatchEvent = ['ADDED' | 'MODIFIED' | 'DELETED', Pod];
+
+/** What kube/watch.ts does with each event: a new snapshot keyed by UID. */
+const fromEvents = (events$: Observable<WatchEvent>): Observable<Pods> =>
+  events$.pipe(
+    scan((items: Pods, [type, p]: WatchEvent) => {
+      const next = new Map(items);
+      if (type === 'DELETED') next.delete(p.metadata.uid);
+      else next.set(p.metadata.uid, p);
+      return next;
+    }, new Map<string, Pod>()),
+  );
+
+const web0 = {
+  running: pod('web-0', 'u1', { node: 'node-a', ip: '10.244.0.5', created: '2026-01-01T00:00:00Z' }),
+  terminating: pod('web-0', 'u1', { node: 'node-a', ip: '10.244.0.5', deleting: true, created: '2026-01-01T00:00:00Z' }),
+  unscheduled: pod('web-0', 'u2', { node: null, phase: 'Pending', created: '2026-01-01T00:05:00Z' }),
+  scheduled: pod('web-0', 'u2', { node: 'node-b', phase: 'Pending', created: '2026-01-01T00:05:00Z' }),
+  replacement: pod('web-0', 'u2', { node: 'node-b', ip: '10.244.1.9', created: '2026-01-01T00:05:00Z' }),
+};
+
+describe('snapshots → targets (marbles)', () => {
+  it('a name reused by a new UID on another node: the old instance, nothing, then the new one', () => {
+    const ts = newScheduler();
+    ts.run(({ cold, expectObservable }) => {
+      const pods$ = fromEvents(
+        cold<WatchEvent>('a-b-c-d-e-f', {
+          a: ['ADDED', web0.running],
+          b: ['MODIFIED', web0.terminating],
+          c: ['DELETED', web0.terminating],
+          d: ['ADDED', web0.unscheduled],
+          e: ['MODIFIED', web0.scheduled],
+          f: ['MODIFIED', web0.replacement],
+        }),
+      );
+      expectObservable(targets(ts, cold('a', { a: snapshot(byName) }), pods$), '^ 20ms !').toBe('a-b-------c', {
+        a: 'u1@node-a',
+        b: '-',
+        c: 'u2@node-b',
+      });
+    });
+  });
+
+  it("the IP of a deleted pod handed to a different pod is never a target", () => {
+    const ts = newScheduler();
+    ts.run(({ cold, expectObservable }) => {
+      const other = pod('api-7', 'u9', { node: 'node-a', ip: '10.244.0.5', labels: { app: 'api' } });
+      const pods$ = fromEvents(
+        cold<WatchEvent>('a-b-c-d', {
+          a: ['ADDED', web0.running],
+          b: ['DELETED', web0.running],
+          c: ['ADDED', { ...other, status: { phase: 'Pending' } }],
+          d: ['MODIFIED', other],
+        }),
+      );
+      expectObservable(targets(ts, cold('a', { a: snapshot(byName) }), pods$), '^ 20ms !').toBe('a-b', { a: 'u1@node-a', b: '-' });
+    });
+  });
+
+  it('pods joining and leaving the selector, and the selector itself changing', () => {
+    const ts = newScheduler();
+    ts.run(({ cold, expectObservable }) => {
+      const a1 = pod('web-a', 'ua', { labels: { app: 'web' } });
+      const b1 = pod('web-b', 'ub', { labels: { app: 'web' }, node: 'node-b' });
+      const bRelabelled = { ...b1, metadata: { ...b1.metadata, labels: { app: 'api' } } };
+      const pods$ = fromEvents(
+        cold<WatchEvent>('a-b-c', { a: ['ADDED', a1], b: ['ADDED', b1], c: ['MODIFIED', bRelabelled] }),
+      );
+      const captures$ = cold('a-------b', { a: snapshot(bySelector('web')), b: snapshot(bySelector('api', 2)) });
+      expectObservable(targets(ts, captures$, pods$), '^ 20ms !').toBe('a-b-c---d', {
+        a: 'ua@node-a',
+        b: 'ua@node-a ub@node-b',
+        c: 'ua@node-a',
+        d: 'ub@node-b',
+      });
+    });
+  });
+
+  it('duplicated events change no decision', () => {
+    const ts = newScheduler();
+    ts.run(({ cold, expectObservable }) => {
+      const pods$ = fromEvents(
+        cold<WatchEvent>('a-a-b-b-b', { a: ['ADDED', web0.running], b: ['MODIFIED', web0.running] }),
+      );
+      expectObservable(targets(ts, cold('a', { a: snapshot(byName) }), pods$), '^ 20ms !').toBe('a', { a: 'u1@node-a' });
+    });
+  });
+
+  it('out-of-order events reach the same decision and never target two UIDs of one name', () => {
+    const ts = newScheduler();
+    ts.run(({ cold, expectObservable }) => {
+      // the replacement is seen before the old instance's deletion, and a stale update of the
+      // old instance arrives after it is terminating
+      const pods$ = fromEvents(
+        cold<WatchEvent>('a-b-c-d-e', {
+          a: ['ADDED', web0.running],
+          b: ['ADDED', web0.replacement],
+          c: ['MODIFIED', web0.terminating],
+          d: ['MODIFIED', web0.running],
+          e: ['DELETED', web0.running],
+        }),
+      );
+      expectObservable(targets(ts, cold('a', { a: snapshot(byName) }), pods$), '^ 20ms !').toBe('a-b', {
+        a: 'u1@node-a',
+        b: 'u2@node-b',
+      });
+    });
+  });
+
+  it('re-derives on the resync clock: an agent lease running out turns into NoNodeAgent without any event', () => {
+    const ts = newScheduler();
+    ts.run(({ cold, expectObservable }) => {
+      // renewed at time 0 for 3s: expires at 3000ms of virtual time
+      const leases$ = cold('a', { a: snapshot<Lease>(agentLease('node-a', new Date(0).toISOString(), 3)) });
+      const reason = decisions(cold('a', { a: snapshot(byName) }), cold('a', { a: snapshot<Pod>(web0.running) }), leases$, {
+        resyncMs: 60_000,
+        scheduler: ts,
+      }).pipe(
+        map((d) => d.byCapture.get(CAP)!.derived.status.conditions.find((c) => c.type === 'Capturing')!.reason),
+        distinctUntilChanged(),
+      );
+      expectObservable(reason, '^ 5s !').toBe('a 2999ms b', { a: 'SessionsStarting', b: 'NoNodeAgent' });
+    });
+  });
+});
+
+describe('latestSerially (marbles)', () => {
+  it('works on one value at a time, skipping the ones that were superseded meanwhile', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, expectObservable, flush }) => {
+      const started: string[] = [];
+      const work = (v: string) => {
+        started.push(`${v}@${ts.now()}`);
+        return cold('---|');
+      };
+      expectObservable(hot('abc-----d--|').pipe(latestSerially(work, () => 1, ts))).toBe('-----------|');
+      flush();
+      expect(started).toEqual(['a@0', 'c@3', 'd@8']);
+    });
+  });
+
+  it('retries a failed run after the backoff, with the newest value by then', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, expectObservable, flush }) => {
+      const started: string[] = [];
+      const work = (v: string) => {
+        started.push(`${v}@${ts.now()}`);
+        return v === 'a' ? cold('-#') : cold('-|');
+      };
+      // a fails at 1, waits 5 (first failure), then b (arrived meanwhile) runs at 6
+      expectObservable(hot('a-b-------|').pipe(latestSerially(work, (n) => n * 5, ts))).toBe('----------|');
+      flush();
+      expect(started).toEqual(['a@0', 'b@6']);
+    });
+  });
+
+  it('retries the same value when nothing newer arrived, with growing backoff', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, flush }) => {
+      const started: string[] = [];
+      let failures = 2;
+      const work = (v: string) => {
+        started.push(`${v}@${ts.now()}`);
+        return failures-- > 0 ? cold('#') : cold('|');
+      };
+      hot('a').pipe(latestSerially(work, (n) => n * 10, ts)).subscribe();
+      flush();
+      expect(started).toEqual(['a@0', 'a@10', 'a@30']);
+    });
+  });
+});
+
+describe('perCapture (marbles)', () => {
+  const world = (...uids: string[]): Decisions => ({
+    byCapture: new Map(uids.map((uid) => [uid, { capture: capture({ target: { podName: 'w' } }, { uid }) } as never])),
+  });
+
+  it('runs captures independently and disposes a capture that left the world', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, flush }) => {
+      const log: string[] = [];
+      hot('a---b---c', { a: world('x', 'y'), b: world('x', 'y'), c: world('y') })
+        .pipe(
+          perCapture<{ uid: string }>({
+            init: (d) => ({ uid: d.capture.metadata.uid }),
+            work: (_decision, state) => {
+              log.push(`${state.uid}@${ts.now()}`);
+              return cold('--|');
+            },
+            dispose: (state) => log.push(`dispose ${state.uid}@${ts.now()}`),
+            retryDelay: () => 1,
+            scheduler: ts,
+          }),
+        )
+        .subscribe();
+      flush();
+      expect(log).toEqual(['x@0', 'y@0', 'x@4', 'y@4', 'y@8', 'dispose x@8']);
+    });
+  });
+  it('lets go of its source when unsubscribed, even with captures in flight', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
+      const source = hot('a---b', { a: world('x'), b: world('x') });
+      const out = source.pipe(
+        perCapture<object>({ init: () => ({}), work: () => cold('------|'), retryDelay: () => 1, scheduler: ts }),
+      );
+      expectObservable(out, '^-----!').toBe('');
+      expectSubscriptions(source.subscriptions).toBe('^-----!');
+    });
+  });
+});
