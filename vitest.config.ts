@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 // that cannot run prints why and skips, under CI=true it fails instead (test/support/require.ts).
 // Both share ONE control plane per run (test/support/control-plane-setup.ts), started
 // only when a file of either project runs; each test file works in its own namespace.
+// The projects run one after another (groupOrder): integration tests restart the API server
+// and compact etcd, and e2e tests share one bridge, so neither may overlap the other.
 export default defineConfig({
   test: {
     reporters: ['default'],
@@ -13,12 +15,14 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          sequence: { groupOrder: 0 },
         },
       },
       {
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          sequence: { groupOrder: 1 },
           globalSetup: ['test/support/control-plane-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 180_000,
@@ -29,6 +33,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
+          sequence: { groupOrder: 2 },
           globalSetup: ['test/support/control-plane-setup.ts'],
           testTimeout: 300_000,
           hookTimeout: 300_000,

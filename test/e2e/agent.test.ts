@@ -135,7 +135,7 @@ describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
       const now = await tcpdumpsIn(pod.uid);
       expect(now.map((t) => t.pid)).not.toContain(before!.pid);
       expect(now).toHaveLength(1);
-      expect(now[0]!.argv.at(-1)).toBe('udp and port 5353');
+      expect(now[0]!.argv.at(-1)).toBe('(udp and port 5353) and not link[10] == 3');
       expect(now[0]!.argv.some((a) => a.startsWith(second.path!))).toBe(true);
     }, WAIT);
     await deleteCapture(kc(), ns.name, 'respec');
