@@ -62,6 +62,26 @@ function withTransitionTimes(previous: Condition[] | undefined, desired: Desired
   });
 }
 
+/**
+ * A decision derives transition times from the status in its snapshot, which lags our own
+ * last write until the watch echoes it. A condition whose status our last write already had
+ * keeps that write's time, so a lagging snapshot never stamps a fresh time on a condition
+ * that did not flip (at scale, each such stamp was a write that made the next snapshot lag).
+ */
+export function carryTransitionTimes(
+  desired: ControllerStatus,
+  observed: Condition[] | undefined,
+  lastWritten: Condition[] | undefined,
+): ControllerStatus {
+  if (!lastWritten) return desired;
+  const conditions = desired.conditions.map((c) => {
+    if (observed?.some((o) => o.type === c.type && o.status === c.status)) return c;
+    const written = lastWritten.find((w) => w.type === c.type && w.status === c.status);
+    return written ? { ...c, lastTransitionTime: written.lastTransitionTime } : c;
+  });
+  return { ...desired, conditions };
+}
+
 /** Session ends that are an interruption rather than the end of the pod instance's capture. */
 const INTERRUPTIONS = new Set<string>([REASONS.AgentRestart, REASONS.AgentShutdown, REASONS.SpecChanged, REASONS.CaptureDeleted]);
 /** Session ends after which the agent does not restart that (podUID, generation). */

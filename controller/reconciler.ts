@@ -16,7 +16,7 @@ import type { Logger } from '../kube/log.ts';
 import { StatusWriter, type StatusTarget } from '../kube/status.ts';
 import type { Snapshot } from '../kube/watch.ts';
 import type { Lease } from './agents.ts';
-import { observedControllerStatus, type ControllerStatus } from './conditions.ts';
+import { carryTransitionTimes, observedControllerStatus, type ControllerStatus } from './conditions.ts';
 import { phaseEvents, seedLineage, targetEvents, type CaptureEvent, type Lineage } from './events.ts';
 import { withFinalizer, type FinalizerOptions } from './finalizer.ts';
 import type { ControllerMetrics } from './metrics.ts';
@@ -116,7 +116,7 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
   const writeStatus = async (d: Decision, state: CaptureState): Promise<void> => {
     const c = d.capture;
     const observed = observedControllerStatus(c.status);
-    const desired = d.derived.status;
+    const desired = carryTransitionTimes(d.derived.status, c.status?.conditions, state.lastWritten?.conditions);
     const before = state.lastWritten ?? observed;
     if (!(await call('status', () => writer.apply(statusTarget(c), desired, observed as ControllerStatus)))) return;
     metrics.statusWrites.inc();

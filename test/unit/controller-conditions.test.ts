@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CONDITIONS, REASONS, type PacketCapture, type PacketCaptureStatus, type SessionStatus } from '../../crds/packetcapture.ts';
-import { deriveStatus, type ControllerStatus } from '../../controller/conditions.ts';
+import { carryTransitionTimes, deriveStatus, type ControllerStatus } from '../../controller/conditions.ts';
 import { kstatus } from '../../controller/kstatus.ts';
 import { resolveTargets } from '../../controller/targets.ts';
 import { canonical } from '../../kube/status.ts';
@@ -304,5 +304,25 @@ describe('deriveStatus over time', () => {
     });
     expect(summary(status)).toMatchObject({ Ready: 'False/CaptureDeleting', Reconciling: 'True/CaptureDeleting' });
     expect(kstatus(written(c, status)).status).toBe('Terminating');
+  });
+});
+
+describe('carryTransitionTimes', () => {
+  const cond = (type: string, status: 'True' | 'False', at: string) => ({ type, status, reason: 'R', message: 'm', lastTransitionTime: at });
+  const desired = (conditions: ReturnType<typeof cond>[]) => ({ observedGeneration: 1, phase: 'Pending' as const, conditions, targets: [] });
+
+  it('keeps the time of our last write while the snapshot has not caught up with it', () => {
+    const out = carryTransitionTimes(desired([cond('Ready', 'False', 'T-now')]), undefined, [cond('Ready', 'False', 'T-written')]);
+    expect(out.conditions[0]!.lastTransitionTime).toBe('T-written');
+  });
+
+  it('keeps the snapshot time when the snapshot already has the condition in that status', () => {
+    const out = carryTransitionTimes(desired([cond('Ready', 'True', 'T-observed')]), [cond('Ready', 'True', 'T-observed')], [cond('Ready', 'True', 'T-older')]);
+    expect(out.conditions[0]!.lastTransitionTime).toBe('T-observed');
+  });
+
+  it('stamps the new time when the condition flipped since our last write', () => {
+    const out = carryTransitionTimes(desired([cond('Ready', 'True', 'T-now')]), [cond('Ready', 'False', 'T-a')], [cond('Ready', 'False', 'T-b')]);
+    expect(out.conditions[0]!.lastTransitionTime).toBe('T-now');
   });
 });
