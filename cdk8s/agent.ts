@@ -75,6 +75,8 @@ export class Agent extends Construct {
       envVariables: {
         NODE_NAME: EnvValue.fromFieldRef(EnvFieldPaths.NODE_NAME),
         POD_NAMESPACE: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAMESPACE),
+        // its Lease names this pod, so kubectl-pcap reaches its files through pods/proxy
+        POD_NAME: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAME),
       },
       // cdk8s-plus defaults to 1 CPU and 512Mi requested, on every node
       resources: {

@@ -70,6 +70,8 @@ program
         namespace: opts.namespace,
         metricsPort: opts.metricsPort,
         procRoot: opts.procRoot,
+        // set by the DaemonSet from the downward API
+        pod: process.env.POD_NAME ? { name: process.env.POD_NAME, namespace: process.env.POD_NAMESPACE ?? opts.namespace } : undefined,
         log,
       });
       log.info({ signal: await untilSignal() }, 'stopping');
@@ -83,6 +85,47 @@ program
   .action(async () => {
     const { runCluster } = await import('../local/cluster.ts');
     await runCluster();
+  });
+
+const count = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 20) throw new InvalidArgumentError('must be a whole number from 1 to 20');
+  return n;
+};
+
+/** Runs a local-mode command: a StartError is the user's to fix, so it gets no stack trace. */
+async function local(run: () => Promise<number>): Promise<never> {
+  const { StartError } = await import('../local/start.ts');
+  try {
+    process.exit(await run());
+  } catch (err) {
+    if (!(err instanceof StartError)) throw err;
+    console.error(`packet-capture: ${err.message}`);
+    process.exit(1);
+  }
+}
+
+program
+  .command('start')
+  .description('the embedded local cluster (control plane, simulated nodes, controller, agents) until Ctrl-C')
+  .option('--nodes <n>', 'simulated nodes', count, 2)
+  .option('--kubeconfig <file>', 'run the controller and an agent for this machine against that cluster instead')
+  .option('--local', 'start the embedded cluster even when a cluster is configured', false)
+  .option('--data-dir <dir>', "the agents' capture files, one directory per node", '.local/data')
+  .option('--node-name <name>', 'with --kubeconfig: the node this machine is (default: its hostname)')
+  .action(async (opts: { nodes: number; kubeconfig?: string; local: boolean; dataDir: string; nodeName?: string }) => {
+    const { runStart } = await import('../local/start.ts');
+    await local(() => runStart(opts));
+  });
+
+program
+  .command('demo')
+  .description('on a local cluster: capture web-0, recreate it, and check every file holds only its own instance')
+  .option('--kubeconfig <file>', 'a running local cluster (npm start); default: .local/kubeconfig if it answers, else a fresh one')
+  .option('-o, --output <dir>', 'where the capture files are fetched to', '.local/demo')
+  .action(async (opts: { kubeconfig?: string; output: string }) => {
+    const { runDemoCommand } = await import('../local/demo.ts');
+    await local(() => runDemoCommand(opts));
   });
 
 await program.parseAsync();

@@ -28,6 +28,31 @@ export const APPLY_PATCH = 'application/apply-patch+yaml';
 export const MERGE_PATCH = 'application/merge-patch+json';
 export const JSON_PATCH = 'application/json-patch+json';
 
+/** The URL, credentials and TLS dispatcher of one request: the one place for auth and TLS. */
+async function prepare(kc: KubeConfig, method: keyof typeof HttpMethod, path: string, query: RequestOptions['query']) {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('kubeconfig has no current cluster');
+  const url = new URL(cluster.server.replace(/\/$/, '') + path);
+  for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+  const ctx = new RequestContext(url.toString(), HttpMethod[method]);
+  await kc.applySecurityAuthentication(ctx);
+  return { url, headers: { ...ctx.getHeaders() }, dispatcher: ctx.getDispatcher() as never };
+}
+
+/** The API server's Status (or the raw text) of a failed answer, as a KubeError. */
+function kubeError(method: string, path: string, status: number, statusText: string, text: string): KubeError {
+  let reason = statusText;
+  let message = text;
+  try {
+    const parsed = JSON.parse(text) as { reason?: string; message?: string };
+    reason = parsed.reason ?? reason;
+    message = parsed.message ?? message;
+  } catch {
+    // not a Status object: keep the raw text
+  }
+  return new KubeError(status, reason, `${method} ${path}: ${status} ${message}`);
+}
+
 /**
  * One raw request to the API server with the kubeconfig's credentials. Everything this
  * project sends goes through here, so authentication, TLS and error shape live in one place.
@@ -38,37 +63,37 @@ export async function kubeRequest<T = unknown>(
   path: string,
   opts: RequestOptions = {},
 ): Promise<T> {
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error('kubeconfig has no current cluster');
-  const url = new URL(cluster.server.replace(/\/$/, '') + path);
-  for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-  const ctx = new RequestContext(url.toString(), HttpMethod[method]);
-  await kc.applySecurityAuthentication(ctx);
-  const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
+  const { url, headers, dispatcher } = await prepare(kc, method, path, opts.query);
+  headers.accept = 'application/json';
   let body: string | undefined;
   if (opts.body !== undefined) {
     headers['content-type'] = opts.contentType ?? 'application/json';
     body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
   }
-  const res = await fetch(url, {
-    method,
-    headers,
-    body,
-    dispatcher: ctx.getDispatcher() as never,
-    signal: opts.signal,
-  });
+  const res = await fetch(url, { method, headers, body, dispatcher, signal: opts.signal });
   const text = await res.text();
-  if (!res.ok) {
-    let reason = res.statusText;
-    let message = text;
-    try {
-      const status = JSON.parse(text) as { reason?: string; message?: string };
-      reason = status.reason ?? reason;
-      message = status.message ?? message;
-    } catch {
-      // not a Status object: keep the raw text
-    }
-    throw new KubeError(res.status, reason, `${method} ${path}: ${res.status} ${message}`);
-  }
+  if (!res.ok) throw kubeError(method, path, res.status, res.statusText, text);
   return (text ? JSON.parse(text) : undefined) as T;
+}
+
+export interface StreamResponse {
+  status: number;
+  headers: Headers;
+  body: ReadableStream<Uint8Array>;
+}
+
+/**
+ * A GET whose answer is bytes to stream rather than JSON (capture files through the API
+ * server's proxy), with extra request headers such as Range. Rejects with a KubeError
+ * for any status outside 2xx, as kubeRequest does.
+ */
+export async function kubeStream(
+  kc: KubeConfig,
+  path: string,
+  opts: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+): Promise<StreamResponse> {
+  const { url, headers, dispatcher } = await prepare(kc, 'GET', path, undefined);
+  const res = await fetch(url, { method: 'GET', headers: { ...headers, ...opts.headers }, dispatcher, signal: opts.signal });
+  if (!res.ok || !res.body) throw kubeError('GET', path, res.status, res.statusText, await res.text());
+  return { status: res.status, headers: res.headers as unknown as Headers, body: res.body as ReadableStream<Uint8Array> };
 }

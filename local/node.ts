@@ -76,6 +76,12 @@ export interface SimulatedNodeOptions {
   log?: Logger;
   /** default: systemd-v2 when cgroup2 is writable, else cgroupfs-v1 */
   cgroupLayout?: CgroupLayout;
+  /**
+   * The Node's InternalIP and its pods' hostIP (default: the node's fabric address, which
+   * only the bridge knows). The API server's nodes/proxy dials it, so the agent's files
+   * are reachable through the API server only when this is an address of the host.
+   */
+  internalIP?: string;
 }
 
 /** Where a pod instance lives on this node: what the agent must find on its own. */
@@ -219,7 +225,7 @@ export class SimulatedNode {
     this.name = opts.name;
     this.kc = opts.kubeConfig;
     this.subnetIndex = opts.subnetIndex;
-    this.address = nodeAddress(opts.subnetIndex);
+    this.address = opts.internalIP ?? nodeAddress(opts.subnetIndex);
     this.log = opts.log ?? createLogger('simulated-node', { node: opts.name });
     this.cgroupLayout = layout.layout;
     this.cgroupRoot = layout.root;
