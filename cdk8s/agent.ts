@@ -46,7 +46,7 @@ export class Agent extends Construct {
       { ...EVENTS, verbs: ['create', 'patch'] },
     ]);
     // its presence Lease, by which the controller knows the node has an agent
-    grantInNamespace(this, NAME, account, [{ ...LEASES, verbs: ['get', 'create', 'update'] }]);
+    grantInNamespace(this, NAME, account, [{ ...LEASES, verbs: ['get', 'create', 'update', 'patch'] }]);
 
     const daemonSet = new DaemonSet(this, 'daemonset', {
       metadata: { name: NAME, namespace, labels },

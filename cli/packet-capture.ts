@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_DATA_DIR } from '../crds/packetcapture.ts';
+import { parseDuration, parseQuantity } from '../crds/units.ts';
 import { loadKubeConfig } from '../kube/client.ts';
 import { createLogger } from '../kube/log.ts';
 
@@ -10,6 +11,17 @@ const port = (value: string): number => {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number');
   return n;
 };
+
+/** A commander argument parser from one of the API's unit parsers, with its message on bad input. */
+const parsed =
+  (parse: (text: string) => number) =>
+  (value: string): number => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
 
 /** Resolves when the process is asked to stop; the component then tears its streams down. */
 const untilSignal = () =>
@@ -52,6 +64,8 @@ program
   .option('--namespace <ns>', 'namespace of the agent presence Lease', SYSTEM_NAMESPACE)
   .option('--metrics-port <port>', '/healthz, /metrics and capture files', port, 8081)
   .option('--proc-root <dir>', 'procfs to scan for pod processes', '/proc')
+  .option('--retention <duration>', 'keep files of a deleted capture this long', parsed(parseDuration), parseDuration('24h'))
+  .option('--disk-cap <quantity>', 'remove the oldest ended sessions beyond this much data (e.g. 20Gi)', parsed(parseQuantity))
   .action(
     async (opts: {
       nodeName: string;
@@ -60,6 +74,8 @@ program
       namespace: string;
       metricsPort: number;
       procRoot: string;
+      retention: number;
+      diskCap?: number;
     }) => {
       const { runAgent } = await import('../agent/main.ts');
       const log = createLogger('agent', { node: opts.nodeName });
@@ -70,6 +86,8 @@ program
         namespace: opts.namespace,
         metricsPort: opts.metricsPort,
         procRoot: opts.procRoot,
+        retentionMs: opts.retention,
+        diskCapBytes: opts.diskCap,
         // set by the DaemonSet from the downward API
         pod: process.env.POD_NAME ? { name: process.env.POD_NAME, namespace: process.env.POD_NAMESPACE ?? opts.namespace } : undefined,
         log,

@@ -7,14 +7,14 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { networkInterfaces, hostname } from 'node:os';
 import { delimiter, dirname, join, relative, resolve } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import pino from 'pino';
 import { runAgent, type AgentHandle } from '../agent/main.ts';
 import { runController, type ControllerHandle } from '../controller/main.ts';
 import { CRD_NAME, packetCaptureCrd } from '../crds/crd.ts';
 import { applyObjects } from '../kube/apply.ts';
 import { configuredCluster, loadKubeConfig } from '../kube/client.ts';
-import { APPLY_PATCH, isNotFound, kubeRequest } from '../kube/http.ts';
+import { isNotFound, kubeRequest } from '../kube/http.ts';
 import { createLogger, type Logger } from '../kube/log.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { SimulatedNode } from './node.ts';
@@ -108,13 +108,7 @@ async function ensureNamespace(kc: KubeConfig, name: string): Promise<void> {
 }
 
 async function installCrd(kc: KubeConfig): Promise<void> {
-  // raw JSON, not applyObjects: client-node's typed serializer drops the x-kubernetes-*
-  // keys (list-map types, CEL rules) of a CRD given as plain JSON
-  await kubeRequest(kc, 'PATCH', `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${CRD_NAME}`, {
-    contentType: APPLY_PATCH,
-    query: { fieldManager: 'packet-capture-local', force: true },
-    body: packetCaptureCrd,
-  });
+  await applyObjects(kc, [packetCaptureCrd as KubernetesObject], { fieldManager: 'packet-capture-local' });
   const deadline = Date.now() + 60_000;
   for (;;) {
     const crd = await kubeRequest<{ status?: { conditions?: { type: string; status: string }[] } }>(
