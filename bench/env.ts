@@ -8,21 +8,13 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { GROUP, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec, API_VERSION, KIND } from '../crds/packetcapture.ts';
 import { isNotFound, kubeRequest } from '../kube/http.ts';
 import { createLogger } from '../kube/log.ts';
+import { isAlive } from '../local/control-plane.ts';
 import { createHost, type Host } from '../local/netns-host.ts';
 import { SimulatedNode, type SandboxEvent } from '../local/node.ts';
 import { Component, createNamespace, defer, podBody, SYSTEM_NAMESPACE, waitFor } from './harness.ts';
 
 export const NAMESPACE = 'bench';
 const DATA_DIR_PREFIX = 'pc-bench-data-';
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
 
 /** A bench killed outright (SIGKILL, or a second Ctrl-C) cannot remove its data dir; the next one does. */
 async function removeOrphanedDataDirs(): Promise<void> {

@@ -443,7 +443,8 @@ class LocalControlPlane implements ControlPlane {
 const DATA_DIR_PREFIX = 'packet-capture-cp-';
 const OWNER_FILE = 'owner.pid';
 
-const isAlive = (pid: number): boolean => {
+/** Whether a process exists (EPERM: it does, and is someone else's). */
+export const isAlive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
     return true;
