@@ -28,9 +28,35 @@ export function sessionDir(dataDir: string, namespace: string, name: string, pod
   return join(dataDir, namespace, name, podUID, sessionId);
 }
 
-/** Creates a session's directory: packets are private, so only root may read them. */
-export async function makeSessionDir(dir: string): Promise<void> {
+/** Kept in each session directory: which capture instance the files belong to. */
+export const SESSION_FILE = 'session.json';
+
+export interface SessionMeta {
+  captureUID: string;
+  generation: number;
+  podUID: string;
+  podName: string;
+}
+
+/**
+ * Creates a session's directory (packets are private, so only root may read them) with its
+ * SESSION_FILE: a capture deleted and created again under its name shares the
+ * <namespace>/<name> directory with its predecessor until retention removes the old files,
+ * and this is how the two are told apart.
+ */
+export async function makeSessionDir(dir: string, meta: SessionMeta): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFile(join(dir, SESSION_FILE), JSON.stringify(meta), { mode: 0o600 });
+}
+
+/** The session's SESSION_FILE, or undefined when it is missing or unreadable. */
+export async function readSessionMeta(dir: string): Promise<SessionMeta | undefined> {
+  try {
+    const meta = JSON.parse(await readFile(join(dir, SESSION_FILE), 'utf8')) as Partial<SessionMeta>;
+    return typeof meta.captureUID === 'string' ? (meta as SessionMeta) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The capture files of a session directory in rotation order; [] when it does not exist. */

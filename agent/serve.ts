@@ -11,7 +11,7 @@ import { readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { Route } from '../kube/health.ts';
-import { listSessionFiles, type SessionFile } from './files.ts';
+import { listSessionFiles, readSessionMeta, type SessionFile } from './files.ts';
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
 const CAPTURE_FILE = /^capture\.pcap[0-9]*$/;
@@ -19,6 +19,8 @@ const PCAP_TYPE = 'application/vnd.tcpdump.pcap';
 
 export interface SessionListing {
   id: string;
+  /** the capture instance that made the session (missing if its session file is gone) */
+  captureUID?: string;
   files: SessionFile[];
   bytes: number;
 }
@@ -37,8 +39,8 @@ async function subdirs(dir: string): Promise<string[]> {
 }
 
 async function sessionListing(dir: string, id: string): Promise<SessionListing> {
-  const files = await listSessionFiles(join(dir, id));
-  return { id, files, bytes: files.reduce((sum, f) => sum + f.size, 0) };
+  const [files, meta] = await Promise.all([listSessionFiles(join(dir, id)), readSessionMeta(join(dir, id))]);
+  return { id, ...(meta ? { captureUID: meta.captureUID } : {}), files, bytes: files.reduce((sum, f) => sum + f.size, 0) };
 }
 
 export async function listPod(dataDir: string, namespace: string, name: string, podUID: string): Promise<PodListing> {

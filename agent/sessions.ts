@@ -38,7 +38,7 @@ import { REASONS, type PacketCapture, type Reason, type SessionStatus } from '..
 import { parseDuration } from '../crds/units.ts';
 import type { Logger } from '../kube/log.ts';
 import type { Snapshot } from '../kube/watch.ts';
-import { sessionDir } from './files.ts';
+import { sessionDir, type SessionMeta } from './files.ts';
 import { endReason, identities, sameIdentity, whyGone, type Identity, type Pod, type SlotKey } from './identity.ts';
 import type { NetnsLookup } from './netns.ts';
 import { buildFilter, CaptureError, tcpdumpArgv, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
@@ -82,7 +82,7 @@ export interface SessionDeps {
   scheduler?: SchedulerLike;
   findNetns(podUID: string): ObservableInput<NetnsLookup>;
   compileFilter(expression: string, netnsPath: string): ObservableInput<{ ok: true } | { ok: false; message: string }>;
-  makeDir(dir: string): ObservableInput<unknown>;
+  makeDir(dir: string, meta: SessionMeta): ObservableInput<unknown>;
   start(request: StartRequest): ObservableInput<CaptureProcess>;
   dirStats(dir: string): ObservableInput<{ files: number; bytes: number }>;
   /** where sessions report their last entry after they were unsubscribed */
@@ -322,7 +322,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
         (compiled) => {
           if (!compiled.ok) return fail(REASONS.InvalidFilter, `tcpdump rejects the filter "${expression}": ${compiled.message}`);
           step(
-            deps.makeDir(dir),
+            deps.makeDir(dir, { captureUID: identity.pcUID, generation: identity.generation, podUID: identity.podUID, podName: identity.podName }),
             () => launch(netns, argv, durationMs, attempt),
             (err) => fail((err as NodeJS.ErrnoException).code === 'ENOSPC' ? REASONS.DiskFull : REASONS.Error, `cannot create ${dir}: ${String(err)}`),
           );

@@ -270,8 +270,8 @@ const LISTEN_TIMEOUT_MS = 15_000;
 const DRAIN_MS = 1500;
 const DRAIN_POLL_MS = 100;
 
-/** Packets in the kernel's ring that tcpdump has not taken yet. */
-const inRing = (stats: TcpdumpStats): number => (stats.receivedByFilter ?? 0) - (stats.captured ?? 0) - (stats.droppedByKernel ?? 0);
+/** Packets the kernel passed to tcpdump's socket that tcpdump has taken or the kernel dropped. */
+const accountedFor = (stats: TcpdumpStats): number => (stats.captured ?? 0) + (stats.droppedByKernel ?? 0);
 
 /**
  * Starts `tcpdump <argv>` inside the network namespace at `netnsPath`, without a shell,
@@ -405,13 +405,18 @@ export async function startTcpdump({
     });
 
   // Packets the kernel accepted but has not handed to tcpdump yet sit in a ring block that
-  // is released at the latest after 1s; stopping before that would lose them.
+  // is released when full or by a 1s timer; stopping before that would lose them. Only the
+  // packets that arrived before the stop are waited for: with traffic still flowing the
+  // ring is never empty, and waiting for that would always run into the deadline.
   const drain = async () => {
     const deadline = Date.now() + DRAIN_MS;
-    while (Date.now() < deadline) {
-      const stats = await requestStats(Math.max(1, deadline - Date.now()));
-      if (!stats || inRing(stats) <= 0) return;
+    const atStop = await requestStats(DRAIN_MS);
+    if (!atStop) return;
+    const target = atStop.receivedByFilter ?? 0;
+    let stats: TcpdumpStats | undefined = atStop;
+    while (stats && accountedFor(stats) < target && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+      stats = await requestStats(Math.max(1, deadline - Date.now()));
     }
   };
   const stop = async (graceMs = 2000): Promise<TcpdumpExit> => {

@@ -8,7 +8,7 @@ import { distinctUntilChanged, map } from 'rxjs';
 import type { PacketCapture } from '../crds/packetcapture.ts';
 import { watchSnapshots } from '../kube/watch.ts';
 import { captureEvents, capturesPath, connect, getCapture, listCaptures, PcapError, type GlobalOptions } from './pcap/client.ts';
-import { fetchCapture } from './pcap/fetch.ts';
+import { fetchCapture, otherLeftOut } from './pcap/fetch.ts';
 import { describeText, listTable, watchText } from './pcap/render.ts';
 
 const program = new Command('kubectl-pcap')
@@ -60,6 +60,7 @@ program
       onFile: (f) => console.log(`${f.action.padEnd(10)}  ${f.path}  ${f.bytes} bytes${f.action === 'resumed' ? ` (from byte ${f.from})` : ''}  [node ${f.node}]`),
     });
     for (const failure of result.failures) console.error(`kubectl-pcap: ${failure}`);
+    if (result.otherInstances > 0) console.error(`kubectl-pcap: ${otherLeftOut(result.otherInstances)}`);
     console.error(`${result.files.length} file${result.files.length === 1 ? '' : 's'} in ${outDir}`);
     if (result.failures.length > 0) process.exitCode = 1;
   });

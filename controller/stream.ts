@@ -48,9 +48,25 @@ export interface Decisions {
   byCapture: ReadonlyMap<string, Decision>;
   /** the next time a decision changes by the clock alone */
   wakeAt?: number;
+  /** what the decisions were derived from, so the next world re-derives only what changed */
+  basis?: Basis;
 }
 
-function podsByNamespace(pods: Snapshot<Pod>): Map<string, Pod[]> {
+interface Basis {
+  /** live agent nodes, as one word */
+  agents: string;
+  pods: ReadonlyMap<string, readonly Pod[]>;
+  /** per capture UID: the capture object and namespace pod list its decision was derived from */
+  inputs: ReadonlyMap<string, { capture: PacketCapture; pods: readonly Pod[] }>;
+}
+
+const NO_PODS: readonly Pod[] = [];
+
+/**
+ * Pods by namespace. A namespace whose pods are the same objects as in `prior` keeps
+ * prior's list, so "nothing changed here" is one reference comparison per capture.
+ */
+function podsByNamespace(pods: Snapshot<Pod>, prior?: ReadonlyMap<string, readonly Pod[]>): Map<string, readonly Pod[]> {
   const index = new Map<string, Pod[]>();
   for (const pod of pods.values()) {
     const ns = pod.metadata.namespace ?? '';
@@ -58,28 +74,54 @@ function podsByNamespace(pods: Snapshot<Pod>): Map<string, Pod[]> {
     if (list) list.push(pod);
     else index.set(ns, [pod]);
   }
-  return index;
+  const sameAs = (list: readonly Pod[], before: readonly Pod[] | undefined) =>
+    before !== undefined && before.length === list.length && list.every((pod, i) => pod === before[i]);
+  return new Map([...index].map(([ns, list]) => [ns, sameAs(list, prior?.get(ns)) ? prior!.get(ns)! : list]));
 }
 
 const earliest = (times: (number | undefined)[], after: number): number | undefined =>
   times.reduce<number | undefined>((min, t) => (t !== undefined && t > after && (min === undefined || t < min) ? t : min), undefined);
 
-/** One decision per capture in the world. Pure. */
-export function decide(world: World, finalizerOptions: FinalizerOptions = DEFAULT_FINALIZER_OPTIONS): Decisions {
+const wakesOf = (d: Decision): (number | undefined)[] => [
+  d.derived.nextDecisionAt,
+  d.finalizer.action === 'wait' ? d.finalizer.nextDecisionAt : undefined,
+];
+
+function decideOne(capture: PacketCapture, pods: readonly Pod[], agentNodes: Set<string>, now: number, finalizerOptions: FinalizerOptions): Decision {
+  const resolution = resolveTargets(capture, pods);
+  const finalizer = decideFinalizer(capture, agentNodes, now, finalizerOptions);
+  const deletion = finalizer.action === 'wait' || finalizer.action === 'release' ? finalizer : undefined;
+  const derived = deriveStatus({ capture, resolution, now, agentNodes, deletion });
+  return { capture, resolution, derived, finalizer };
+}
+
+/**
+ * One decision per capture in the world. Pure. With `prior` (the decisions for the previous
+ * world), a capture whose object, namespace pods and live agents are unchanged, and whose
+ * decision is not due by the clock, keeps its prior Decision object: a world event costs
+ * work only for the captures it can affect, and unchanged decisions are recognisable by
+ * reference downstream.
+ */
+export function decide(world: World, finalizerOptions: FinalizerOptions = DEFAULT_FINALIZER_OPTIONS, prior?: Decisions): Decisions {
   const { now } = world;
   const agentNodes = liveAgentNodes(world.leases.values(), now);
-  const pods = podsByNamespace(world.pods);
+  const agents = [...agentNodes].sort().join(' ');
+  const reusable = prior?.basis?.agents === agents ? prior.basis : undefined;
+  const pods = podsByNamespace(world.pods, prior?.basis?.pods);
   const byCapture = new Map<string, Decision>();
+  const inputs = new Map<string, { capture: PacketCapture; pods: readonly Pod[] }>();
   const wakes: (number | undefined)[] = [nextAgentExpiry(world.leases.values(), now)];
   for (const [uid, capture] of world.captures) {
-    const resolution = resolveTargets(capture, pods.get(capture.metadata.namespace) ?? []);
-    const finalizer = decideFinalizer(capture, agentNodes, now, finalizerOptions);
-    const deletion = finalizer.action === 'wait' || finalizer.action === 'release' ? finalizer : undefined;
-    const derived = deriveStatus({ capture, resolution, now, agentNodes, deletion });
-    wakes.push(derived.nextDecisionAt, finalizer.action === 'wait' ? finalizer.nextDecisionAt : undefined);
-    byCapture.set(uid, { capture, resolution, derived, finalizer });
+    const nsPods = pods.get(capture.metadata.namespace) ?? NO_PODS;
+    const before = reusable?.inputs.get(uid);
+    const kept = before?.capture === capture && before.pods === nsPods ? prior!.byCapture.get(uid) : undefined;
+    const decision =
+      kept && !wakesOf(kept).some((t) => t !== undefined && t <= now) ? kept : decideOne(capture, nsPods, agentNodes, now, finalizerOptions);
+    wakes.push(...wakesOf(decision));
+    byCapture.set(uid, decision);
+    inputs.set(uid, { capture, pods: nsPods });
   }
-  return { byCapture, wakeAt: earliest(wakes, now) };
+  return { byCapture, wakeAt: earliest(wakes, now), basis: { agents, pods, inputs } };
 }
 
 export interface DecisionStreamOptions {
@@ -103,13 +145,19 @@ export function decisions(
   const scheduler = opts.scheduler ?? asyncScheduler;
   return defer(() => {
     const wakeAt$ = new BehaviorSubject<number | undefined>(undefined);
-    const clock$ = merge(
+    const wake$ = merge(
       of(0),
-      timer(opts.resyncMs, opts.resyncMs, scheduler),
       wakeAt$.pipe(switchMap((at) => (at === undefined ? EMPTY : timer(Math.max(0, at - scheduler.now()), scheduler)))),
     );
-    return combineLatest([captures$, pods$, leases$, clock$]).pipe(
-      map(([captures, pods, leases]) => decide({ captures, pods, leases, now: scheduler.now() }, opts.finalizer)),
+    // a resync number: when it moves on, every capture is derived afresh
+    const resync$ = merge(of(0), timer(opts.resyncMs, opts.resyncMs, scheduler).pipe(map((i) => i + 1)));
+    let prior: { resync: number; decisions: Decisions } | undefined;
+    return combineLatest([captures$, pods$, leases$, resync$, wake$]).pipe(
+      map(([captures, pods, leases, resync]) => {
+        const decisions = decide({ captures, pods, leases, now: scheduler.now() }, opts.finalizer, prior?.resync === resync ? prior.decisions : undefined);
+        prior = { resync, decisions };
+        return decisions;
+      }),
       tap((d) => wakeAt$.next(d.wakeAt)),
     );
   });
@@ -212,12 +260,14 @@ export function perCapture<S>(opts: PerCaptureOptions<S>): OperatorFunction<Deci
   type Item = { uid: string; decision?: Decision };
   return (decisions$) =>
     defer(() => {
-      let present = new Set<string>();
+      let last: ReadonlyMap<string, Decision> = new Map();
+      // only decisions that are new objects are worked on (decide keeps an unchanged one);
       // a capture missing from the newest world gets a closing item
       const items = (d: Decisions): Item[] => {
-        const out: Item[] = [...d.byCapture].map(([uid, decision]) => ({ uid, decision }));
-        for (const uid of present) if (!d.byCapture.has(uid)) out.push({ uid });
-        present = new Set(d.byCapture.keys());
+        const out: Item[] = [];
+        for (const [uid, decision] of d.byCapture) if (last.get(uid) !== decision) out.push({ uid, decision });
+        for (const uid of last.keys()) if (!d.byCapture.has(uid)) out.push({ uid });
+        last = d.byCapture;
         return out;
       };
       // Closing groups from a subject of our own rather than from the group itself: a

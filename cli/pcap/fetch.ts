@@ -53,12 +53,18 @@ export function servedEnd(status: number, headers: { get(name: string): string |
 const sizeOf = (path: string): Promise<number | undefined> => stat(path).then((s) => s.size, () => undefined);
 
 /** A problem with no session or no file to fetch: said with what the status knows about why. */
-function noFilesYet(c: PacketCapture, podUID?: string): PcapError {
+function noFilesYet(c: PacketCapture, podUID?: string, otherInstances = 0): PcapError {
   const resolved = c.status?.conditions?.find((k) => k.type === 'TargetResolved' && k.status !== 'True');
   const why = resolved ? `; ${resolved.reason}: ${resolved.message}` : '';
   const of = podUID ? ` of pod UID ${podUID}` : '';
-  return new PcapError(`no files yet: packetcapture ${c.metadata.namespace}/${c.metadata.name} has no capture files${of} (phase ${c.status?.phase ?? 'unknown'}${why})`);
+  return new PcapError(
+    `no files yet: packetcapture ${c.metadata.namespace}/${c.metadata.name} has no capture files${of} (phase ${c.status?.phase ?? 'unknown'}${why})` +
+      (otherInstances > 0 ? `; ${otherLeftOut(otherInstances)}` : ''),
+  );
 }
+
+export const otherLeftOut = (n: number): string =>
+  `${n} session(s) on the nodes were made by an earlier capture of the same name and are left out`;
 
 export interface FetchedFile extends RemoteFile {
   path: string;
@@ -72,6 +78,8 @@ export interface FetchResult {
   files: FetchedFile[];
   /** nodes whose agent could not be asked, and files that failed, each said in one line */
   failures: string[];
+  /** sessions left on the nodes by an earlier capture of the same name, not fetched */
+  otherInstances: number;
 }
 
 export interface FetchOptions {
@@ -92,6 +100,7 @@ export async function fetchCapture(t: Target, name: string, opts: FetchOptions):
   }
 
   const failures: string[] = [];
+  let otherInstances = 0;
   const remote: { agent: AgentEndpoint; file: RemoteFile }[] = [];
   for (const node of nodes) {
     try {
@@ -100,6 +109,11 @@ export async function fetchCapture(t: Target, name: string, opts: FetchOptions):
       for (const pod of listing.pods) {
         if (opts.podUID && pod.podUID !== opts.podUID) continue;
         for (const session of pod.sessions) {
+          // files of a deleted capture stay until retention removes them; a new capture of the same name is another capture
+          if (session.captureUID !== capture.metadata.uid) {
+            otherInstances++;
+            continue;
+          }
           for (const f of session.files) {
             if (![pod.podUID, session.id, f.name].every((s) => SEGMENT.test(s))) {
               failures.push(`node ${node}: refusing the unsafe name ${JSON.stringify([pod.podUID, session.id, f.name].join('/'))}`);
@@ -114,7 +128,7 @@ export async function fetchCapture(t: Target, name: string, opts: FetchOptions):
       failures.push(err.message);
     }
   }
-  if (remote.length === 0 && failures.length === 0) throw noFilesYet(capture, opts.podUID);
+  if (remote.length === 0 && failures.length === 0) throw noFilesYet(capture, opts.podUID, otherInstances);
 
   const files: FetchedFile[] = [];
   for (const { agent, file } of remote) {
@@ -127,7 +141,7 @@ export async function fetchCapture(t: Target, name: string, opts: FetchOptions):
       failures.push(err.message);
     }
   }
-  return { files, failures };
+  return { files, failures, otherInstances };
 }
 
 async function downloadFile(t: Target, agent: AgentEndpoint, c: PacketCapture, file: RemoteFile, outDir: string): Promise<FetchedFile> {

@@ -3,7 +3,7 @@
 // process, capture files fetched through the API server's nodes/proxy and read by tshark.
 
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -19,6 +19,7 @@ import {
   agentE2eAvailable,
   createCapture,
   createPod,
+  deleteCapture,
   deletePod,
   getCapture,
   randomHostAddress,
@@ -261,6 +262,34 @@ describe.runIf(agentE2eAvailable)('kubectl-pcap on the local cluster', () => {
       expect(run.stdout).toMatch(/^web-http\s+Capturing/m);
     } finally {
       await rm(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('fetches only the files of the capture instance it names, not those of an earlier capture of the same name', async () => {
+    const spec = { target: { podName: 'web-0' }, filter: { protocol: 'TCP' as const, port: 80 } };
+    const earlier = await createCapture(kc(), ns.name, 'again', spec);
+    await waitSession(kc(), ns.name, 'again', (s) => s.podUID === second.uid && s.state === 'Running', 'running for the earlier capture');
+    expect((await tcpRequests(host!, second.ip, 80, 3)).ok).toBe(3);
+    await waitSession(kc(), ns.name, 'again', (s) => (s.packets ?? 0) > 0, 'with packets for the earlier capture');
+    await deleteCapture(kc(), ns.name, 'again');
+
+    const later = await createCapture(kc(), ns.name, 'again', spec);
+    expect(later.metadata.uid).not.toBe(earlier.metadata.uid);
+    const running = await waitSession(kc(), ns.name, 'again', (s) => s.podUID === second.uid && s.state === 'Running', 'running for the later capture');
+    expect((await tcpRequests(host!, second.ip, 80, 3)).ok).toBe(3);
+    await waitSession(kc(), ns.name, 'again', (s) => (s.packets ?? 0) > 0, 'with packets for the later capture');
+    // both captures' sessions are on the node, under the same <namespace>/<name>/<podUID>
+    const onDisk = await sessionsOnDisk(join(dataDir, nodeNames()[1]!), ns.name, 'again');
+    expect(onDisk.map((d) => d.sessionId)).toHaveLength(2);
+
+    const dir = await mkdtemp(join(tmpdir(), 'pcap-again-'));
+    try {
+      const run = await pcap('fetch', 'again', '-o', dir);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stderr).toContain('kubectl-pcap: 1 session(s) on the nodes were made by an earlier capture of the same name and are left out');
+      expect(await readdir(join(dir, second.uid))).toEqual([running.id]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

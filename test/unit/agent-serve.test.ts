@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeSessionDir } from '../../agent/files.ts';
 import { filesRoute, parseRange } from '../../agent/serve.ts';
 import { startOpsServer, type OpsServer } from '../../kube/health.ts';
 
@@ -35,7 +36,9 @@ describe('/files routes', () => {
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'agent-serve-'));
     const session = join(dataDir, 'shop', 'web', UID, 'g1-6f1c7f0e-abc');
-    await mkdir(session, { recursive: true });
+    await makeSessionDir(session, { captureUID: 'cap-1', generation: 1, podUID: UID, podName: 'web-0' });
+    // a session directory without its session file: listed, but with no capture instance
+    await mkdir(join(dataDir, 'shop', 'web', UID, 'g1-6f1c7f0e-abd'), { recursive: true });
     await writeFile(join(session, 'capture.pcap'), body);
     await writeFile(join(session, 'capture.pcap1'), body.subarray(0, 10));
     await writeFile(join(session, 'notes.txt'), 'not a capture');
@@ -57,12 +60,13 @@ describe('/files routes', () => {
         {
           podUID: UID,
           sessions: [
-            { id: 'g1-6f1c7f0e-abc', bytes: 3010, files: [{ name: 'capture.pcap', size: 3000 }, { name: 'capture.pcap1', size: 10 }] },
+            { id: 'g1-6f1c7f0e-abc', captureUID: 'cap-1', bytes: 3010, files: [{ name: 'capture.pcap', size: 3000 }, { name: 'capture.pcap1', size: 10 }] },
+            { id: 'g1-6f1c7f0e-abd', bytes: 0, files: [] },
           ],
         },
       ],
     });
-    expect(await (await fetch(url(`/files/shop/web/${UID}`))).json()).toMatchObject({ podUID: UID, sessions: [{ id: 'g1-6f1c7f0e-abc' }] });
+    expect(await (await fetch(url(`/files/shop/web/${UID}`))).json()).toMatchObject({ podUID: UID, sessions: [{ id: 'g1-6f1c7f0e-abc' }, { id: 'g1-6f1c7f0e-abd' }] });
     expect(await (await fetch(url('/files/shop/nothing'))).json()).toEqual({ namespace: 'shop', name: 'nothing', pods: [] });
   });
 

@@ -3,7 +3,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import type { PacketCapture } from '../../crds/packetcapture.ts';
 import type { Lease } from '../../controller/agents.ts';
-import { decisions, latestSerially, perCapture, type Decisions } from '../../controller/stream.ts';
+import { decide, decisions, latestSerially, perCapture, type Decisions, type World } from '../../controller/stream.ts';
 import type { Pod } from '../../controller/targets.ts';
 import { agentLease, capture, pod, snapshot } from './controller-fixtures.ts';
 
@@ -197,6 +197,70 @@ describe('latestSerially (marbles)', () => {
   });
 });
 
+describe('decide with the prior decisions', () => {
+  const inNamespace = (c: PacketCapture, namespace: string): PacketCapture => ({ ...c, metadata: { ...c.metadata, namespace } });
+  const shop = capture({ target: { podName: 'web-0' } }, { uid: 'shop-cap' });
+  const other = inNamespace(capture({ target: { podName: 'web-0' } }, { uid: 'other-cap' }), 'other');
+  const shopPod = pod('web-0', 'u1', { ip: '10.244.0.5' });
+  const otherPod = pod('web-0', 'u2', { namespace: 'other', ip: '10.244.0.6' });
+  const world = (over: Partial<World> = {}): World => ({
+    captures: snapshot(shop, other),
+    pods: snapshot(shopPod, otherPod),
+    leases: LEASES,
+    now: Date.parse('2026-06-01T00:00:00Z'),
+    ...over,
+  });
+
+  it('keeps the decision of a capture whose namespace did not change, and re-derives the other', () => {
+    const first = decide(world());
+    const replaced = pod('web-0', 'u3', { namespace: 'other', ip: '10.244.0.7', created: '2026-01-02T00:00:00Z' });
+    const next = decide(world({ pods: snapshot(shopPod, replaced) }), undefined, first);
+    expect(next.byCapture.get('shop-cap')).toBe(first.byCapture.get('shop-cap'));
+    expect(next.byCapture.get('other-cap')).not.toBe(first.byCapture.get('other-cap'));
+    expect(next.byCapture.get('other-cap')!.resolution.targets.map((t) => t.podUID)).toEqual(['u3']);
+  });
+
+  it('re-derives a capture whose object changed', () => {
+    const first = decide(world());
+    const edited = capture({ target: { podName: 'web-1' } }, { uid: 'shop-cap', generation: 2 });
+    const next = decide(world({ captures: snapshot(edited, other) }), undefined, first);
+    expect(next.byCapture.get('shop-cap')!.resolution.reason).toBe('PodNotFound');
+    expect(next.byCapture.get('other-cap')).toBe(first.byCapture.get('other-cap'));
+  });
+
+  it('re-derives everything when the set of live agents changes', () => {
+    const first = decide(world());
+    const next = decide(world({ leases: snapshot(agentLease('node-a', '2100-01-01T00:00:00Z')) }), undefined, first);
+    expect(next.byCapture.get('shop-cap')).not.toBe(first.byCapture.get('shop-cap'));
+    expect(next.byCapture.get('other-cap')).not.toBe(first.byCapture.get('other-cap'));
+  });
+
+  it('re-derives a capture whose decision is due by the clock', () => {
+    const timed = capture({ target: { podName: 'web-0' }, limits: { duration: '1m' } }, {
+      uid: 'shop-cap',
+      status: { sessions: [{ id: 's1', podName: 'web-0', podUID: 'u1', nodeName: 'node-a', generation: 1, state: 'Running', startTime: '2026-06-01T00:00:00Z' }] },
+    });
+    const start = Date.parse('2026-06-01T00:00:00Z');
+    const first = decide(world({ captures: snapshot(timed, other), now: start + 1000 }));
+    expect(first.wakeAt).toBe(start + 60_000);
+    const early = decide(world({ captures: snapshot(timed, other), now: start + 2000 }), undefined, first);
+    expect(early.byCapture.get('shop-cap')).toBe(first.byCapture.get('shop-cap'));
+    const due = decide(world({ captures: snapshot(timed, other), now: start + 60_000 }), undefined, early);
+    expect(due.byCapture.get('shop-cap')).not.toBe(first.byCapture.get('shop-cap'));
+    expect(due.byCapture.get('shop-cap')!.derived.status.phase).toBe('Completed');
+  });
+
+  it('derives the same decisions with or without the prior', () => {
+    const first = decide(world());
+    const moved = pod('web-0', 'u1', { ip: '10.244.0.5', node: 'node-b' });
+    const incremental = decide(world({ pods: snapshot(moved, otherPod) }), undefined, first);
+    const fresh = decide(world({ pods: snapshot(moved, otherPod) }));
+    const plain = (d: Decisions) => [...d.byCapture].map(([uid, x]) => [uid, x.resolution, x.derived.status]);
+    expect(plain(incremental)).toEqual(plain(fresh));
+    expect(incremental.byCapture.get('shop-cap')!.resolution.targets[0]!.nodeName).toBe('node-b');
+  });
+});
+
 describe('perCapture (marbles)', () => {
   const world = (...uids: string[]): Decisions => ({
     byCapture: new Map(uids.map((uid) => [uid, { capture: capture({ target: { podName: 'w' } }, { uid }) } as never])),
@@ -222,6 +286,29 @@ describe('perCapture (marbles)', () => {
         .subscribe();
       flush();
       expect(log).toEqual(['x@0', 'y@0', 'x@4', 'y@4', 'y@8', 'dispose x@8']);
+    });
+  });
+  it('works only on decisions that are new objects', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, flush }) => {
+      const log: string[] = [];
+      const first = world('x', 'y');
+      const kept: Decisions = { byCapture: new Map([['x', first.byCapture.get('x')!], ...world('y').byCapture]) };
+      hot('a---b', { a: first, b: kept })
+        .pipe(
+          perCapture<{ uid: string }>({
+            init: (d) => ({ uid: d.capture.metadata.uid }),
+            work: (_decision, state) => {
+              log.push(`${state.uid}@${ts.now()}`);
+              return cold('-|');
+            },
+            retryDelay: () => 1,
+            scheduler: ts,
+          }),
+        )
+        .subscribe();
+      flush();
+      expect(log).toEqual(['x@0', 'y@0', 'y@4']);
     });
   });
   it('lets go of its source when unsubscribed, even with captures in flight', () => {

@@ -9,6 +9,8 @@ import {
   listSessionFiles,
   makeSessionDir,
   pruneDeleted,
+  readSessionMeta,
+  SESSION_FILE,
   sessionDir,
 } from '../../agent/files.ts';
 
@@ -47,7 +49,7 @@ describe('files on disk', () => {
   /** A session directory holding capture files of the given sizes, last written `ageMs` before `now`. */
   async function session(namespace: string, name: string, id: string, sizes: Record<string, number>, ageMs = 0) {
     const dir = sessionDir(data, namespace, name, UID, id);
-    await makeSessionDir(dir);
+    await makeSessionDir(dir, { captureUID: 'cap-1', generation: 1, podUID: UID, podName: 'web-0' });
     for (const [file, size] of Object.entries(sizes)) {
       await writeFile(join(dir, file), Buffer.alloc(size));
       const at = new Date(now - ageMs);
@@ -76,6 +78,15 @@ describe('files on disk', () => {
     it('session directories are private to root', async () => {
       const dir = await session('web', 'pc', 's1', {});
       expect((await stat(dir)).mode & 0o777).toBe(0o700);
+      expect((await stat(join(dir, SESSION_FILE))).mode & 0o777).toBe(0o600);
+    });
+
+    it('a session directory says which capture instance made it', async () => {
+      const dir = await session('web', 'pc', 's1', {});
+      expect(await readSessionMeta(dir)).toEqual({ captureUID: 'cap-1', generation: 1, podUID: UID, podName: 'web-0' });
+      await writeFile(join(dir, SESSION_FILE), '{"generation":1}');
+      expect(await readSessionMeta(dir)).toBeUndefined();
+      expect(await readSessionMeta(join(data, 'missing'))).toBeUndefined();
     });
   });
 
