@@ -9,7 +9,7 @@ import { REASONS } from '../crds/packetcapture.ts';
 
 export type NetnsLookup =
   | { found: true; pid: number; netnsPath: string; inode: number; pids: number[] }
-  | { found: false; reason: typeof REASONS.NetnsNotFound | typeof REASONS.NetnsMismatch; message: string };
+  | { found: false; reason: typeof REASONS.NetnsNotFound | typeof REASONS.NetnsMismatch | typeof REASONS.HostNetwork; message: string };
 
 /**
  * Whether a /proc/<pid>/cgroup text places the process in the pod `podUID`: some line's
@@ -79,10 +79,19 @@ export async function findPodNetns(podUID: string, { procRoot = '/proc' }: { pro
       }
     }),
   );
-  return decide(podUID, procRoot, inodes, unreadable);
+  return decide(podUID, procRoot, inodes, unreadable, await nodeNetnsInodes(procRoot));
 }
 
-function decide(podUID: string, procRoot: string, inodes: Map<number, number>, unreadable: string[]): NetnsLookup {
+/**
+ * The node's own network namespaces: init's (the agent runs with hostPID) and the agent's.
+ * One the agent cannot read is left out; the pod lookup itself then fails for the same reason.
+ */
+async function nodeNetnsInodes(procRoot: string): Promise<Set<number>> {
+  const inodes = await Promise.allSettled([netnsInodeOfPid(1, procRoot), netnsInodeOfPid(process.pid, procRoot)]);
+  return new Set(inodes.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
+}
+
+function decide(podUID: string, procRoot: string, inodes: Map<number, number>, unreadable: string[], node: Set<number>): NetnsLookup {
   if (unreadable.length > 0) {
     return {
       found: false,
@@ -108,6 +117,14 @@ function decide(podUID: string, procRoot: string, inodes: Map<number, number>, u
     };
   }
   const pid = pids[0]!;
+  if (node.has(inodes.get(pid)!)) {
+    // a hostNetwork pod: its "netns" carries every packet of the node and of its other hostNetwork pods
+    return {
+      found: false,
+      reason: REASONS.HostNetwork,
+      message: `pod ${podUID} runs in the node's network namespace (hostNetwork); a capture there would hold the node's and other pods' packets, so it is not captured`,
+    };
+  }
   return { found: true, pid, netnsPath: join(procRoot, String(pid), 'ns', 'net'), inode: inodes.get(pid)!, pids };
 }
 

@@ -302,7 +302,12 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
     const resolve = (attempt: number) =>
       step(
         deps.findNetns(identity.podUID),
-        (lookup) => (lookup.found ? prepare(lookup, attempt) : retryLater(attempt, lookup.reason, lookup.message)),
+        (lookup) => {
+          if (lookup.found) prepare(lookup, attempt);
+          // a pod instance does not leave the node's namespace: retrying would not change the answer
+          else if (lookup.reason === REASONS.HostNetwork) fail(lookup.reason, lookup.message);
+          else retryLater(attempt, lookup.reason, lookup.message);
+        },
         (err) => failWith(err, attempt),
       );
 

@@ -46,7 +46,11 @@ export function grantInNamespace(scope: Construct, name: string, account: Accoun
   });
 }
 
-/** packet-capture-edit and packet-capture-view, folded into admin/edit and view. */
+/**
+ * packet-capture-edit and packet-capture-view, folded into admin/edit and view; and
+ * packet-capture-fetch, for `kubectl pcap fetch`, bound by hand with a RoleBinding in the
+ * system namespace: proxying to the agents is not something every viewer should get.
+ */
 export class UserRoles extends Construct {
   constructor(scope: Construct, id: string) {
     super(scope, id);
@@ -63,6 +67,14 @@ export class UserRoles extends Construct {
     new k8s.KubeClusterRole(this, 'view', {
       metadata: { name: 'packet-capture-view', labels: { 'rbac.authorization.k8s.io/aggregate-to-view': 'true' } },
       rules: [{ ...PACKETCAPTURES, verbs: ['get', 'list', 'watch'] }],
+    });
+    new k8s.KubeClusterRole(this, 'fetch', {
+      metadata: { name: 'packet-capture-fetch' },
+      rules: [
+        // the agents' Leases say how to reach each agent's file server
+        { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'list'] },
+        { apiGroups: [''], resources: ['pods/proxy'], verbs: ['get'] },
+      ],
     });
   }
 }

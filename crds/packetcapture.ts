@@ -171,6 +171,8 @@ export const REASONS = {
   // agent-side failures
   NetnsNotFound: 'NetnsNotFound',
   NetnsMismatch: 'NetnsMismatch',
+  // the pod's processes are in the node's own network namespace (hostNetwork)
+  HostNetwork: 'HostNetwork',
   InvalidFilter: 'InvalidFilter',
   TcpdumpMissing: 'TcpdumpMissing',
   TcpdumpExited: 'TcpdumpExited',

@@ -1,6 +1,7 @@
 // The agent end to end: a real control plane, a simulated node (netns, cgroups, pod
 // processes), the agent in this process running real tcpdumps, files read with tshark.
 
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { AGENT_LEASE_LABEL, liveAgentNodes, type Lease } from '../../controller/
 import { runController, type ControllerHandle } from '../../controller/main.ts';
 import { REASONS } from '../../crds/packetcapture.ts';
 import { kubeRequest } from '../../kube/http.ts';
+import { cgroupChain, containerCgroupSegments, placeInCgroup, removeCgroupChain, resolveCgroupLayout } from '../../local/cgroups.ts';
 import { createHost, tcpRequests, udpFlood, type Host } from '../../local/netns-host.ts';
 import { SimulatedNode } from '../../local/node.ts';
 import { cluster, useNamespace } from '../support/cluster.ts';
@@ -216,6 +218,36 @@ describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
       await ghostAgent.stop();
       await rm(ghostDir, { recursive: true, force: true });
       await deleteNode(kc(), ghostNode);
+    }
+  });
+
+  it("a hostNetwork pod (its process in the node's own netns) is reported HostNetwork and never captured", async () => {
+    const hostNode = `${ns.name}-hostnet`;
+    await createBareNode(kc(), hostNode);
+    const hostDir = await mkdtemp(join(tmpdir(), 'agent-e2e-hostnet-'));
+    const hostAgent = await startAgent({ kubeConfig: kc(), nodeName: hostNode, dataDir: hostDir, namespace: ns.name });
+    // the pod's process as a runtime starts a hostNetwork container: in a kubepods cgroup named by the pod UID, no netns of its own
+    const pod = await createPodWithoutSandbox(kc(), ns.name, 'hostnet-0', hostNode, '10.244.98.98');
+    const { layout, root } = await resolveCgroupLayout();
+    const chain = cgroupChain(root, containerCgroupSegments(layout, pod.uid, 'BestEffort', randomBytes(32).toString('hex')));
+    const sleeper = spawn('sleep', ['600'], { stdio: 'ignore' });
+    try {
+      await placeInCgroup(chain, sleeper.pid!);
+      await hostAgent.ready;
+      await createCapture(kc(), ns.name, 'hostnet', { target: { podName: 'hostnet-0' } });
+      const failed = await waitSession(kc(), ns.name, 'hostnet', (s) => s.podUID === pod.uid && s.state === 'Failed', 'Failed');
+      expect(failed.reason).toBe(REASONS.HostNetwork);
+      expect(failed.message).toContain(`pod ${pod.uid} runs in the node's network namespace (hostNetwork)`);
+      expect(await tcpdumpsOf(hostDir)).toEqual([]);
+      expect(await sessionsOnDisk(hostDir, ns.name, 'hostnet')).toEqual([]);
+      await deleteCapture(kc(), ns.name, 'hostnet');
+    } finally {
+      sleeper.kill('SIGKILL');
+      await new Promise((resolve) => (sleeper.exitCode !== null || sleeper.signalCode !== null ? resolve(undefined) : sleeper.once('exit', resolve)));
+      await removeCgroupChain(chain, 2);
+      await hostAgent.stop();
+      await rm(hostDir, { recursive: true, force: true });
+      await deleteNode(kc(), hostNode);
     }
   });
 });

@@ -104,6 +104,20 @@ describe.runIf(controlPlaneAvailable)('RBAC from dist/', () => {
     await expectForbidden(kubeRequest(victor, 'POST', collection(), { body: capture('by-victor') }));
   });
 
+  it('packet-capture-fetch, bound in the system namespace, lets a user reach the agents there and nowhere else', async () => {
+    await bind('packet-capture-fetch', 'fiona');
+    const fiona = await cluster().mintKubeconfig({ user: 'fiona' });
+    const here = { namespace: ns.name, verb: 'get' };
+    await vi.waitFor(async () => expect(await can(fiona, { ...here, resource: 'pods', subresource: 'proxy' })).toBe(true), WAIT);
+    expect(await can(fiona, { ...here, group: 'coordination.k8s.io', resource: 'leases' })).toBe(true);
+    expect(await can(fiona, { ...here, verb: 'list', group: 'coordination.k8s.io', resource: 'leases' })).toBe(true);
+    expect(await can(fiona, { namespace: 'default', verb: 'get', resource: 'pods', subresource: 'proxy' })).toBe(false);
+    expect(await can(fiona, { ...here, verb: 'create', resource: 'pods', subresource: 'proxy' })).toBe(false);
+    expect(await can(fiona, { ...here, resource: 'pods', subresource: 'exec' })).toBe(false);
+    expect(await can(fiona, { ...here, resource: 'secrets' })).toBe(false);
+    expect(await can(fiona, { verb: 'get', resource: 'nodes', subresource: 'proxy' })).toBe(false);
+  });
+
   it("the agent's ServiceAccount can patch status but not write spec or read Secrets", async () => {
     const account = serviceAccountOf(objects, 'DaemonSet');
     const agent = await cluster().serviceAccountKubeconfig(account.namespace, account.name);

@@ -237,6 +237,23 @@ describe('sessionUpdates', () => {
     });
   });
 
+  it("a pod in the node's own netns fails the session HostNetwork, without a process or retry", () => {
+    run(({ cold, scheduler }) => {
+      const lookups: number[] = [];
+      const node = fakeNode(scheduler, {
+        netns: (_uid, attempt) => {
+          lookups.push(attempt);
+          return { found: false, reason: REASONS.HostNetwork, message: 'runs in the node network namespace' };
+        },
+      });
+      const { log, updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 100);
+      expect(log).toEqual(['0 a:Pending', '0 a:Failed/HostNetwork']);
+      expect(updates.at(-1)!.session.message).toBe('runs in the node network namespace');
+      expect(lookups).toEqual([0]);
+      expect(node.processes).toEqual([]);
+    });
+  });
+
   it('a filter tcpdump rejects fails the session without a process or retry, until the spec changes', () => {
     run(({ cold, scheduler }) => {
       const node = fakeNode(scheduler);

@@ -112,6 +112,17 @@ describe('findPodNetns', () => {
     expect(lookup.message).toContain('41:net:[');
   });
 
+  it("refuses a pod whose processes are in the node's own namespace (hostNetwork)", async () => {
+    await processOf(1, '0::/init.scope\n', 'host');
+    await processOf(40, inPod(U), 'host');
+
+    const lookup = await findPodNetns(U, { procRoot: proc });
+
+    expect(lookup).toMatchObject({ found: false, reason: 'HostNetwork' });
+    if (lookup.found) throw new Error('unreachable');
+    expect(lookup.message).toContain(`pod ${U} runs in the node's network namespace (hostNetwork)`);
+  });
+
   it('ignores a process that exited between reading its cgroup and its netns', async () => {
     await processOf(40, inPod(U), 'pod-a');
     await processOf(41, inPod(U)); // no ns/net: gone mid-scan
