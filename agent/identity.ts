@@ -18,7 +18,7 @@ import type { KubeObject, Snapshot } from '../kube/watch.ts';
 export interface Pod extends KubeObject {
   metadata: KubeObject['metadata'] & { namespace?: string; labels?: Record<string, string>; creationTimestamp?: string };
   spec?: { nodeName?: string };
-  status?: { phase?: string; podIP?: string };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
 }
 
 export interface Identity {
@@ -29,6 +29,8 @@ export interface Identity {
   podUID: string;
   podName: string;
   podIP: string;
+  /** every IP of the pod, podIP first: a dual-stack pod has one of each family */
+  podIPs: string[];
   node: string;
   spec: PacketCaptureSpec;
   /** earliest startTime among the capture's sessions (all nodes): limits.duration counts from it */
@@ -72,6 +74,7 @@ export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod
         podUID: pod.metadata.uid,
         podName: pod.metadata.name,
         podIP: pod.status!.podIP!,
+        podIPs: podIPsOf(pod),
         node,
         spec: capture.spec,
         ...(firstStartTime ? { firstStartTime } : {}),
@@ -103,6 +106,13 @@ const endedByLimit = (s: SessionStatus): boolean => s.state === 'Ended' && FINAL
 function earliestStart(sessions: readonly SessionStatus[]): string | undefined {
   const starts = sessions.map((s) => s.startTime).filter((t): t is string => !!t);
   return starts.length === 0 ? undefined : starts.reduce((a, b) => (Date.parse(a) <= Date.parse(b) ? a : b));
+}
+
+/** status.podIPs lists podIP first when it is set; older API servers leave it out. */
+export function podIPsOf(pod: Pod): string[] {
+  const primary = pod.status?.podIP;
+  const all = (pod.status?.podIPs ?? []).map((p) => p.ip);
+  return [...new Set([...(primary ? [primary] : []), ...all])];
 }
 
 /** Running on this node, not terminating, with an IP: a pod instance there is something to capture in. */

@@ -316,8 +316,8 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       let expression: string;
       let durationMs: number | undefined;
       try {
-        argv = tcpdumpArgv(identity.spec, { dir, podIP: identity.podIP });
-        expression = buildFilter(identity.spec.filter, identity.podIP);
+        argv = tcpdumpArgv(identity.spec, { dir, podIPs: identity.podIPs });
+        expression = buildFilter(identity.spec.filter, identity.podIPs);
         durationMs = identity.spec.limits?.duration ? parseDuration(identity.spec.limits.duration) : undefined;
       } catch (err) {
         return failWith(err, attempt);

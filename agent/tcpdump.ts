@@ -40,11 +40,12 @@ const PROTOCOL_PRIMITIVES: Record<Protocol, string> = {
 
 /**
  * The spec's filter as one BPF expression; '' captures everything. Direction is relative
- * to the pod: Ingress is what reaches the pod's IP, Egress what leaves from it, so both
- * need `podIP`. `port` matches either side; `peer` is the other side's IP or CIDR.
- * Throws CaptureError(InvalidFilter) for anything that is not what the schema allows.
+ * to the pod: Ingress is what reaches one of the pod's IPs (a dual-stack pod has two),
+ * Egress what leaves from one, so both need `podIPs`. `port` matches either side; `peer`
+ * is the other side's IP or CIDR. Throws CaptureError(InvalidFilter) for anything that is
+ * not what the schema allows.
  */
-export function buildFilter(filter: Filter | undefined, podIP: string | undefined): string {
+export function buildFilter(filter: Filter | undefined, podIPs: readonly string[]): string {
   if (!filter) return '';
   const direction = filter.direction ?? DEFAULTS.direction;
   const parts: string[] = [];
@@ -54,9 +55,11 @@ export function buildFilter(filter: Filter | undefined, podIP: string | undefine
     parts.push(primitive);
   }
   if (direction !== 'Both') {
-    if (!podIP) throw invalidFilter(`filter.direction ${direction} is relative to the pod's IP, and the pod has no IP yet`);
-    if (!isIP(podIP)) throw invalidFilter(`pod IP "${podIP}" is not an IP address`);
-    parts.push(`${direction === 'Ingress' ? 'dst' : 'src'} host ${podIP}`);
+    if (podIPs.length === 0) throw invalidFilter(`filter.direction ${direction} is relative to the pod's IP, and the pod has no IP yet`);
+    const bad = podIPs.find((ip) => !isIP(ip));
+    if (bad !== undefined) throw invalidFilter(`pod IP "${bad}" is not an IP address`);
+    const hosts = podIPs.map((ip) => `${direction === 'Ingress' ? 'dst' : 'src'} host ${ip}`);
+    parts.push(hosts.length === 1 ? hosts[0]! : `(${hosts.join(' or ')})`);
   }
   if (filter.port !== undefined) parts.push(`port ${checkPort('port', filter.port)}`);
   if (filter.srcPort !== undefined) parts.push(`src port ${checkPort('srcPort', filter.srcPort)}`);
@@ -120,7 +123,7 @@ function checkBalanced(bpf: string): string {
  */
 export function tcpdumpArgv(
   spec: Pick<PacketCaptureSpec, 'filter' | 'limits'>,
-  opts: { dir: string; podIP?: string },
+  opts: { dir: string; podIPs?: readonly string[] },
 ): string[] {
   const limits = spec.limits ?? {};
   const argv = ['-i', 'any', '-y', 'LINUX_SLL2', '-n', '-U', '-Z', 'root'];
@@ -130,7 +133,7 @@ export function tcpdumpArgv(
     argv.push('-C', String(Math.max(1, Math.ceil(parseQuantity(limits.fileSize) / 1_000_000))));
     if (limits.fileCount !== undefined) argv.push('-W', String(limits.fileCount));
   }
-  argv.push('--', captureExpression(buildFilter(spec.filter, opts.podIP)));
+  argv.push('--', captureExpression(buildFilter(spec.filter, opts.podIPs ?? [])));
   return argv;
 }
 

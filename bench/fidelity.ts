@@ -46,7 +46,7 @@ export async function fidelityStep(env: NetnsEnv, pod: RunningPod, ratePps: numb
   await env.sessionStarted(name, pod.uid, from);
   const dir = await mkdtemp(join(tmpdir(), 'pc-bench-raw-'));
   try {
-    const raw = await rawTcpdump(pod.netnsPath, tcpdumpArgv(spec, { dir, podIP: pod.ip }));
+    const raw = await rawTcpdump(pod.netnsPath, tcpdumpArgv(spec, { dir, podIPs: [pod.ip] }));
     // one sender process tops out near 50k pps here; above that the rate is split over several
     const senders = Math.ceil(ratePps / SENDER_MAX_PPS);
     const floods = await Promise.all(

@@ -145,7 +145,7 @@ async function start(spec: Pick<PacketCaptureSpec, 'filter' | 'limits'>, dir: st
   const capture = await startTcpdump({
     netnsPath: `/run/netns/${POD_NS}`,
     expectedInode,
-    argv: tcpdumpArgv(spec, { dir, podIP: POD_IP }),
+    argv: tcpdumpArgv(spec, { dir, podIPs: [POD_IP] }),
     log,
   });
   made.captures.push(capture);
@@ -260,7 +260,7 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
   describe('compileFilter', () => {
     it("accepts what buildFilter makes and returns tcpdump's message for a bad bpf", async () => {
       const netnsPath = `/proc/${podPids[0]}/ns/net`;
-      const argv = tcpdumpArgv({ filter: { protocol: 'TCP', port: 80, peer: '10.0.0.0/8', direction: 'Ingress' } }, { dir: '/d', podIP: POD_IP });
+      const argv = tcpdumpArgv({ filter: { protocol: 'TCP', port: 80, peer: '10.0.0.0/8', direction: 'Ingress' } }, { dir: '/d', podIPs: [POD_IP] });
 
       expect(await compileFilter(argv.at(-1)!, { netnsPath })).toEqual({ ok: true });
       expect(await compileFilter('', { netnsPath })).toEqual({ ok: true });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   endReason,
   identities,
+  podIPsOf,
   sameIdentity,
   slotKey,
   whyGone,
@@ -21,8 +22,15 @@ const only = (ids: Map<string, Identity>): Identity => {
 describe('identities', () => {
   it('binds a podName capture to the running instance on this node, by UID', () => {
     const id = only(identities(snapshot(capture()), snapshot(pod({ uid: A, ip: '10.244.1.9' })), NODE));
-    expect(id).toMatchObject({ pcUID: 'pc-1', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.244.1.9', node: NODE });
+    expect(id).toMatchObject({ pcUID: 'pc-1', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.244.1.9', podIPs: ['10.244.1.9'], node: NODE });
     expect(identities(snapshot(capture()), snapshot(pod({ uid: A })), NODE).has(slotKey('pc-1', 'web-0'))).toBe(true);
+  });
+
+  it('carries every IP of a dual-stack pod, podIP first', () => {
+    const dual = pod({ uid: A, ip: '10.244.1.9' });
+    dual.status!.podIPs = [{ ip: 'fd00:10:244:1::9' }, { ip: '10.244.1.9' }];
+    expect(only(identities(snapshot(capture()), snapshot(dual), NODE)).podIPs).toEqual(['10.244.1.9', 'fd00:10:244:1::9']);
+    expect(podIPsOf(pod({ uid: A, ip: '10.244.1.9' }))).toEqual(['10.244.1.9']);
   });
 
   it('gives every pod a selector matches its own slot', () => {

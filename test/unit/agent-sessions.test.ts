@@ -346,7 +346,7 @@ describe('captureSession', () => {
   it('gives every subscription its own session id and directory', () => {
     run(({ scheduler }) => {
       const node = fakeNode(scheduler);
-      const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.0.0.1', node: NODE, spec: { target: { podName: 'web-0' } } };
+      const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.0.0.1', podIPs: ['10.0.0.1'], node: NODE, spec: { target: { podName: 'web-0' } } };
       const paths: string[] = [];
       for (let i = 0; i < 3; i++) {
         const sub = captureSession(id, node.deps, () => REASONS.PodDeleted).subscribe((u) => u.session.path && paths.push(u.session.path));
@@ -361,13 +361,13 @@ describe('captureSession', () => {
 
 describe('slotEvents and newSessionId', () => {
   it('emits every current slot and each vanished one with its reason', () => {
-    const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.0.0.1', node: NODE, spec: { target: {} } };
+    const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.0.0.1', podIPs: ['10.0.0.1'], node: NODE, spec: { target: {} } };
     const events = slotEvents(new Map([['pc/web-0', id], ['pc/web-1', { ...id, podUID: B, podName: 'web-1' }]]), new Map([['pc/web-0', id]]), () => REASONS.PodDeleted);
     expect(events).toEqual([{ slot: 'pc/web-0', identity: id }, { slot: 'pc/web-1', why: REASONS.PodDeleted }]);
   });
 
   it('never hands out the same id twice, even in the same millisecond', () => {
-    const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 3, podUID: A, podName: 'web-0', podIP: '10.0.0.1', node: NODE, spec: { target: {} } };
+    const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 3, podUID: A, podName: 'web-0', podIP: '10.0.0.1', podIPs: ['10.0.0.1'], node: NODE, spec: { target: {} } };
     const ids = [newSessionId(id, 1_700_000_000_000), newSessionId(id, 1_700_000_000_000), newSessionId(id, 1_600_000_000_000)];
     expect(new Set(ids).size).toBe(3);
     expect(ids[0]).toMatch(/^g3-aaaaaaaa-[0-9a-z]+$/);

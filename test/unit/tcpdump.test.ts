@@ -41,27 +41,35 @@ describe('buildFilter', () => {
       `tcp and dst host ${POD} and port 443 and src net 10.0.0.0/8 and (tcp[13] & 2 != 0)`,
     ],
   ])('%s', (_behaviour, filter, expected) => {
-    expect(buildFilter(filter, POD)).toBe(expected);
+    expect(buildFilter(filter, [POD])).toBe(expected);
   });
 
   it('an IPv6 pod IP works with a direction', () => {
-    expect(buildFilter({ direction: 'Egress' }, 'fd00:10:244::7')).toBe('src host fd00:10:244::7');
+    expect(buildFilter({ direction: 'Egress' }, ['fd00:10:244::7'])).toBe('src host fd00:10:244::7');
   });
 
-  it.each<[string, Filter, string | undefined, RegExp]>([
-    ['Ingress without a pod IP', { direction: 'Ingress' }, undefined, /direction Ingress .* no IP/],
-    ['Egress without a pod IP', { direction: 'Egress' }, undefined, /direction Egress .* no IP/],
-    ['a pod IP that is not an IP', { direction: 'Egress' }, 'pod-a', /pod IP "pod-a"/],
-    ['a peer that is a name', { peer: 'example.com' }, POD, /filter\.peer "example\.com"/],
-    ['a peer that smuggles an expression', { peer: '10.0.0.0/8 or host 1.2.3.4' }, POD, /filter\.peer/],
-    ['a peer prefix longer than the address', { peer: '10.0.0.0/33' }, POD, /filter\.peer/],
-    ['a port out of range', { port: 70000 }, POD, /filter\.port 70000/],
-    ['a fractional port', { srcPort: 80.5 }, POD, /filter\.srcPort/],
-    ['a bpf that closes our parenthesis', { protocol: 'TCP', bpf: 'udp) or (icmp' }, POD, /unbalanced/],
-    ['a bpf that leaves one open', { bpf: '(udp' }, POD, /unbalanced/],
-    ['an unknown protocol', { protocol: 'GRE' as Filter['protocol'] }, POD, /filter\.protocol "GRE"/],
-  ])('%s is InvalidFilter', (_case, filter, podIP, message) => {
-    const error = thrown(() => buildFilter(filter, podIP));
+  it('a dual-stack pod: the direction holds for either of its IPs', () => {
+    expect(buildFilter({ direction: 'Ingress', protocol: 'TCP' }, [POD, 'fd00:10:244::7'])).toBe(`tcp and (dst host ${POD} or dst host fd00:10:244::7)`);
+    expect(buildFilter({ direction: 'Egress', peer: '10.0.0.0/8' }, [POD, 'fd00:10:244::7'])).toBe(
+      `(src host ${POD} or src host fd00:10:244::7) and dst net 10.0.0.0/8`,
+    );
+  });
+
+  it.each<[string, Filter, string[], RegExp]>([
+    ['Ingress without a pod IP', { direction: 'Ingress' }, [], /direction Ingress .* no IP/],
+    ['Egress without a pod IP', { direction: 'Egress' }, [], /direction Egress .* no IP/],
+    ['a pod IP that is not an IP', { direction: 'Egress' }, ['pod-a'], /pod IP "pod-a"/],
+    ['a second pod IP that is not an IP', { direction: 'Egress' }, [POD, 'pod-a'], /pod IP "pod-a"/],
+    ['a peer that is a name', { peer: 'example.com' }, [POD], /filter\.peer "example\.com"/],
+    ['a peer that smuggles an expression', { peer: '10.0.0.0/8 or host 1.2.3.4' }, [POD], /filter\.peer/],
+    ['a peer prefix longer than the address', { peer: '10.0.0.0/33' }, [POD], /filter\.peer/],
+    ['a port out of range', { port: 70000 }, [POD], /filter\.port 70000/],
+    ['a fractional port', { srcPort: 80.5 }, [POD], /filter\.srcPort/],
+    ['a bpf that closes our parenthesis', { protocol: 'TCP', bpf: 'udp) or (icmp' }, [POD], /unbalanced/],
+    ['a bpf that leaves one open', { bpf: '(udp' }, [POD], /unbalanced/],
+    ['an unknown protocol', { protocol: 'GRE' as Filter['protocol'] }, [POD], /filter\.protocol "GRE"/],
+  ])('%s is InvalidFilter', (_case, filter, podIPs, message) => {
+    const error = thrown(() => buildFilter(filter, podIPs));
     expect(error).toBeInstanceOf(CaptureError);
     expect(error).toMatchObject({ reason: 'InvalidFilter', message: expect.stringMatching(message) });
   });
@@ -80,7 +88,7 @@ describe('tcpdumpArgv', () => {
         filter: { protocol: 'TCP', port: 80, direction: 'Ingress' },
         limits: { maxPackets: 1000, fileSize: '10Mi', fileCount: 5, snapLen: 96 },
       },
-      { dir: '/d', podIP: POD },
+      { dir: '/d', podIPs: [POD] },
     );
     expect(argv).toEqual([
       ...['-i', 'any', '-y', 'LINUX_SLL2', '-n', '-U', '-Z', 'root', '-s', '96', '-w', '/d/capture.pcap'],
