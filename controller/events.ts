@@ -71,6 +71,36 @@ export function targetEvents(lineage: Lineage, next: TargetStatus[]): { events: 
   return { events, lineage: updated };
 }
 
+/** Runtime problems an agent or the controller meets: each is a Warning Event when it becomes why the capture is not Ready. */
+const PROBLEMS = new Set<string>([
+  REASONS.NetnsNotFound,
+  REASONS.NetnsMismatch,
+  REASONS.HostNetwork,
+  REASONS.TcpdumpMissing,
+  REASONS.TcpdumpExited,
+  REASONS.DiskFull,
+  REASONS.NoNodeAgent,
+  REASONS.Error,
+]);
+/** Not a problem while a pod is being recreated; a problem (a typo, most likely) when nothing was ever found. */
+const NEVER_FOUND = new Set<string>([REASONS.PodNotFound, REASONS.NoMatchingPods]);
+
+/**
+ * A Warning when the reason the capture is not Ready becomes a runtime problem, once per
+ * change of reason (a status written again for another cause repeats nothing). Failures
+ * that fail the capture are CaptureFailed (phaseEvents).
+ */
+export function problemEvents(previous: Partial<ControllerStatus> | undefined, next: ControllerStatus, everTargeted: boolean): CaptureEvent[] {
+  const ready = next.conditions.find((c) => c.type === 'Ready');
+  if (!ready || ready.status !== 'False' || next.phase === 'Failed') return [];
+  const before = previous?.conditions?.find((c) => c.type === 'Ready');
+  if (before?.status === 'False' && before.reason === ready.reason) return [];
+  if (PROBLEMS.has(ready.reason) || (!everTargeted && NEVER_FOUND.has(ready.reason))) {
+    return [{ type: 'Warning', reason: ready.reason, message: ready.message }];
+  }
+  return [];
+}
+
 /** CaptureCompleted / CaptureFailed when the phase enters Completed / Failed. */
 export function phaseEvents(previous: Partial<ControllerStatus> | undefined, next: ControllerStatus): CaptureEvent[] {
   if (previous?.phase === next.phase) return [];

@@ -17,7 +17,7 @@ import { StatusWriter, type StatusTarget } from '../kube/status.ts';
 import type { Snapshot } from '../kube/watch.ts';
 import type { Lease } from './agents.ts';
 import { carryTransitionTimes, observedControllerStatus, type ControllerStatus } from './conditions.ts';
-import { phaseEvents, seedLineage, targetEvents, type CaptureEvent, type Lineage } from './events.ts';
+import { phaseEvents, problemEvents, seedLineage, targetEvents, type CaptureEvent, type Lineage } from './events.ts';
 import { withFinalizer, type FinalizerOptions } from './finalizer.ts';
 import type { ControllerMetrics } from './metrics.ts';
 import { decisions, perCapture, type Decision } from './stream.ts';
@@ -126,9 +126,10 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
       { phase: desired.phase, reason: ready?.reason, podUIDs: desired.targets.map((t) => t.podUID), generation: desired.observedGeneration },
       'status updated',
     );
+    const everTargeted = state.lineage.size > 0 || desired.targets.length > 0;
     const fromTargets = targetEvents(state.lineage, desired.targets);
     state.lineage = fromTargets.lineage;
-    await record(c, state, [...fromTargets.events, ...phaseEvents(before, desired)]);
+    await record(c, state, [...fromTargets.events, ...phaseEvents(before, desired), ...problemEvents(before, desired, everTargeted)]);
   };
 
   const reconcileOne = async (d: Decision, state: CaptureState): Promise<void> => {

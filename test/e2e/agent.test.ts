@@ -231,17 +231,28 @@ describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
     const { layout, root } = await resolveCgroupLayout();
     const chain = cgroupChain(root, containerCgroupSegments(layout, pod.uid, 'BestEffort', randomBytes(32).toString('hex')));
     const sleeper = spawn('sleep', ['600'], { stdio: 'ignore' });
+    const controller = await runController({ kubeConfig: kc(), namespace: ns.name, watchNamespace: ns.name, leaderElect: false, log: quietLog(), resyncMs: 2000 });
     try {
       await placeInCgroup(chain, sleeper.pid!);
-      await hostAgent.ready;
+      await Promise.all([hostAgent.ready, controller.ready]);
       await createCapture(kc(), ns.name, 'hostnet', { target: { podName: 'hostnet-0' } });
       const failed = await waitSession(kc(), ns.name, 'hostnet', (s) => s.podUID === pod.uid && s.state === 'Failed', 'Failed');
       expect(failed.reason).toBe(REASONS.HostNetwork);
       expect(failed.message).toContain(`pod ${pod.uid} runs in the node's network namespace (hostNetwork)`);
+      // the controller says so in the conditions and as a Warning Event
+      await vi.waitFor(async () => {
+        const capture = await getCapture(kc(), ns.name, 'hostnet');
+        expect(capture.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: REASONS.HostNetwork });
+        const events = await kubeRequest<{ items: { type: string; reason: string; message: string }[] }>(kc(), 'GET', `/api/v1/namespaces/${ns.name}/events`, {
+          query: { fieldSelector: 'involvedObject.name=hostnet' },
+        });
+        expect(events.items.find((e) => e.reason === REASONS.HostNetwork)).toMatchObject({ type: 'Warning', message: expect.stringContaining('hostNetwork') });
+      }, WAIT);
       expect(await tcpdumpsOf(hostDir)).toEqual([]);
       expect(await sessionsOnDisk(hostDir, ns.name, 'hostnet')).toEqual([]);
       await deleteCapture(kc(), ns.name, 'hostnet');
     } finally {
+      await controller.stop();
       sleeper.kill('SIGKILL');
       await new Promise((resolve) => (sleeper.exitCode !== null || sleeper.signalCode !== null ? resolve(undefined) : sleeper.once('exit', resolve)));
       await removeCgroupChain(chain, 2);

@@ -50,6 +50,9 @@ describe.runIf(controlPlaneAvailable)('controller: completion and deletion', () 
     const c = await f.waitCapture('bare', (c) => expect(condition(c, 'Capturing')?.reason).toBe(REASONS.NoNodeAgent));
     expect(condition(c, 'Capturing')?.message).toContain(nodeBare);
     expect(kstatus(c).status).toBe('InProgress');
+    const warning = await f.waitEvent('bare', REASONS.NoNodeAgent);
+    expect(warning).toMatchObject({ type: 'Warning' });
+    expect(warning.message).toContain(`no agent on node ${nodeBare}`);
   });
 
   it('limits.duration completes the capture, counted from the first session start', async () => {

@@ -55,6 +55,10 @@ describe.runIf(controlPlaneAvailable)('controller: targets, status and events', 
       expect(c.metadata.finalizers).toContain(FINALIZER);
     });
     expect(kstatus(pending).status).toBe('InProgress');
+    // no pod of that name was ever seen: likely a typo, worth a Warning in `kubectl describe`
+    const warning = await f.waitEvent('early', REASONS.PodNotFound);
+    expect(warning).toMatchObject({ type: 'Warning' });
+    expect(warning.message).toContain('pod late-0 not found');
 
     const pod = await f.startPod('late-0', '10.244.1.10', { node: nodeA });
     await f.waitCapture('early', (c) => {
@@ -117,6 +121,8 @@ describe.runIf(controlPlaneAvailable)('controller: targets, status and events', 
     const byName = await f.getCapture('by-name');
     expect(byName.status?.targets ?? []).toEqual([]);
     expect(condition(byName, 'TargetResolved')?.reason).toBe(REASONS.PodNotFound);
+    // a pod that was a target and is gone is no typo: no Warning for it
+    expect((await f.events('by-name')).map((e) => e.reason)).not.toContain(REASONS.PodNotFound);
   });
 
   it('selector targets follow pods joining and leaving the selector', async () => {

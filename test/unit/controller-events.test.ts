@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { FINALIZER, REASONS } from '../../crds/packetcapture.ts';
 import { liveAgentNodes, nextAgentExpiry } from '../../controller/agents.ts';
-import { phaseEvents, seedLineage, targetEvents, LINEAGE_LIMIT } from '../../controller/events.ts';
+import { phaseEvents, problemEvents, seedLineage, targetEvents, LINEAGE_LIMIT } from '../../controller/events.ts';
 import { decideFinalizer, withFinalizer } from '../../controller/finalizer.ts';
 import type { ControllerStatus } from '../../controller/conditions.ts';
 import { agentLease, capture, session } from './controller-fixtures.ts';
@@ -72,6 +72,34 @@ describe('phaseEvents', () => {
     ['Pending', 'Capturing', []],
   ] as const)('%s → %s', (from, to, reasons) => {
     expect(phaseEvents(status(from), status(to)).map((e) => e.reason)).toEqual(reasons);
+  });
+});
+
+describe('problemEvents', () => {
+  const status = (ready: { status: 'True' | 'False'; reason: string }, phase: ControllerStatus['phase'] = 'Pending'): ControllerStatus => ({
+    observedGeneration: 1,
+    phase,
+    targets: [],
+    conditions: [{ type: 'Ready', ...ready, message: `because ${ready.reason}`, lastTransitionTime: '2026-01-01T00:00:00Z' }],
+  });
+  const notReady = (reason: string) => status({ status: 'False', reason });
+
+  it.each([
+    ['a netns that cannot be found', notReady(REASONS.SessionsStarting), notReady(REASONS.NetnsNotFound), true, [REASONS.NetnsNotFound]],
+    ['a hostNetwork pod', status({ status: 'True', reason: REASONS.SessionsRunning }, 'Capturing'), notReady(REASONS.HostNetwork), true, [REASONS.HostNetwork]],
+    ['tcpdump missing, first status', undefined, notReady(REASONS.TcpdumpMissing), false, [REASONS.TcpdumpMissing]],
+    ['a full disk', notReady(REASONS.NetnsNotFound), notReady(REASONS.DiskFull), true, [REASONS.DiskFull]],
+    ['no agent on the node', notReady(REASONS.SessionsStarting), notReady(REASONS.NoNodeAgent), true, [REASONS.NoNodeAgent]],
+    ['the same problem written again', notReady(REASONS.NetnsNotFound), notReady(REASONS.NetnsNotFound), true, []],
+    ['a pod that never existed', undefined, notReady(REASONS.PodNotFound), false, [REASONS.PodNotFound]],
+    ['a pod gone while it is recreated', notReady(REASONS.PodTerminating), notReady(REASONS.PodNotFound), true, []],
+    ['waiting for a pod to run', notReady(REASONS.PodNotFound), notReady(REASONS.PodNotRunning), false, []],
+    ['a failed capture (CaptureFailed says it)', notReady(REASONS.SessionsStarting), status({ status: 'False', reason: REASONS.InvalidFilter }, 'Failed'), true, []],
+    ['recovery', notReady(REASONS.NetnsNotFound), status({ status: 'True', reason: REASONS.SessionsRunning }, 'Capturing'), true, []],
+  ] as const)('%s', (_case, from, to, everTargeted, reasons) => {
+    const events = problemEvents(from, to, everTargeted);
+    expect(events.map((e) => e.reason)).toEqual(reasons);
+    for (const e of events) expect(e).toMatchObject({ type: 'Warning', message: `because ${e.reason}` });
   });
 });
 
