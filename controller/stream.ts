@@ -55,9 +55,8 @@ export interface Decisions {
 interface Basis {
   /** live agent nodes, as one word */
   agents: string;
+  /** by namespace; a list that did not change is the same array from one world to the next */
   pods: ReadonlyMap<string, readonly Pod[]>;
-  /** per capture UID: the capture object and namespace pod list its decision was derived from */
-  inputs: ReadonlyMap<string, { capture: PacketCapture; pods: readonly Pod[] }>;
 }
 
 const NO_PODS: readonly Pod[] = [];
@@ -106,22 +105,23 @@ export function decide(world: World, finalizerOptions: FinalizerOptions = DEFAUL
   const { now } = world;
   const agentNodes = liveAgentNodes(world.leases.values(), now);
   const agents = [...agentNodes].sort().join(' ');
-  const reusable = prior?.basis?.agents === agents ? prior.basis : undefined;
+  const reusable = prior?.basis?.agents === agents ? prior : undefined;
   const pods = podsByNamespace(world.pods, prior?.basis?.pods);
   const byCapture = new Map<string, Decision>();
-  const inputs = new Map<string, { capture: PacketCapture; pods: readonly Pod[] }>();
   const wakes: (number | undefined)[] = [nextAgentExpiry(world.leases.values(), now)];
   for (const [uid, capture] of world.captures) {
-    const nsPods = pods.get(capture.metadata.namespace) ?? NO_PODS;
-    const before = reusable?.inputs.get(uid);
-    const kept = before?.capture === capture && before.pods === nsPods ? prior!.byCapture.get(uid) : undefined;
-    const decision =
-      kept && !wakesOf(kept).some((t) => t !== undefined && t <= now) ? kept : decideOne(capture, nsPods, agentNodes, now, finalizerOptions);
+    const ns = capture.metadata.namespace;
+    const nsPods = pods.get(ns) ?? NO_PODS;
+    const before = reusable?.byCapture.get(uid);
+    const kept =
+      before?.capture === capture &&
+      (reusable!.basis!.pods.get(ns) ?? NO_PODS) === nsPods &&
+      !wakesOf(before).some((t) => t !== undefined && t <= now);
+    const decision = kept ? before : decideOne(capture, nsPods, agentNodes, now, finalizerOptions);
     wakes.push(...wakesOf(decision));
     byCapture.set(uid, decision);
-    inputs.set(uid, { capture, pods: nsPods });
   }
-  return { byCapture, wakeAt: earliest(wakes, now), basis: { agents, pods, inputs } };
+  return { byCapture, wakeAt: earliest(wakes, now), basis: { agents, pods } };
 }
 
 export interface DecisionStreamOptions {
