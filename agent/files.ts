@@ -116,31 +116,42 @@ async function captureDirs(dataDir: string): Promise<{ key: string; path: string
 }
 
 /**
- * Removes the directories of captures that no longer exist, `keepMs` after they were
- * first seen gone (a marker file records when) and after their newest file. A capture
- * that shows up again (recreated, or a snapshot that was briefly incomplete) loses its
- * marker. Call it with the keys of a complete capture snapshot. Returns removed paths.
+ * Removes the files of capture instances that no longer exist, `keepMs` after they were
+ * first seen gone (a marker file records when) and after their newest file: the whole
+ * <namespace>/<name> directory when no capture has that name, else the sessions that an
+ * earlier capture of the same name left (their SESSION_FILE names another UID). Something
+ * that shows up again (a snapshot that was briefly incomplete) loses its marker. Call it
+ * with a complete capture snapshot as 'namespace/name' -> UID. Returns removed paths.
  */
 export async function pruneDeleted(
   dataDir: string,
-  liveCaptureKeys: ReadonlySet<string>,
+  liveCaptures: ReadonlyMap<string, string>,
   { keepMs = 24 * 3600_000, now = Date.now() }: { keepMs?: number; now?: number } = {},
 ): Promise<string[]> {
   const removed: string[] = [];
-  for (const { key, path } of await captureDirs(dataDir)) {
+  const expire = async (path: string, gone: boolean): Promise<void> => {
     const marker = join(path, DELETED_MARKER);
-    if (liveCaptureKeys.has(key)) {
-      await rm(marker, { force: true });
-      continue;
-    }
+    if (!gone) return void (await rm(marker, { force: true }));
     const deletedAt = Date.parse((await readFile(marker, 'utf8').catch(ignoreMissing)) ?? '');
-    if (Number.isNaN(deletedAt)) {
-      await writeFile(marker, new Date(now).toISOString());
-      continue;
-    }
+    if (Number.isNaN(deletedAt)) return void (await writeFile(marker, new Date(now).toISOString()));
     if (now - Math.max(deletedAt, await newestMtime(path)) >= keepMs) {
       await rm(path, { recursive: true, force: true });
       removed.push(path);
+    }
+  };
+  for (const { key, path } of await captureDirs(dataDir)) {
+    const uid = liveCaptures.get(key);
+    await expire(path, uid === undefined);
+    if (uid === undefined) continue;
+    for (const podUID of await entries(path)) {
+      const podDir = join(path, podUID);
+      const sessions = await entries(podDir);
+      for (const session of sessions) {
+        const meta = await readSessionMeta(join(podDir, session));
+        if (meta) await expire(join(podDir, session), meta.captureUID !== uid);
+      }
+      // a pod instance whose last session just went: its directory goes too
+      if (sessions.length > 0 && (await entries(podDir)).length === 0) await rm(podDir, { recursive: true, force: true });
     }
   }
   return removed;

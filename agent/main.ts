@@ -144,7 +144,7 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const keepTidy = async () => {
     if (!latestCaptures) return;
     try {
-      const live = new Set([...latestCaptures.values()].map((c) => `${c.metadata.namespace}/${c.metadata.name}`));
+      const live = new Map([...latestCaptures.values()].map((c) => [`${c.metadata.namespace}/${c.metadata.name}`, c.metadata.uid]));
       const pruned = await pruneDeleted(dataDir, live, { keepMs: opts.retentionMs ?? 24 * 3600_000 });
       if (pruned.length > 0) log.info({ removed: pruned }, 'removed files of deleted captures');
       if (opts.diskCapBytes !== undefined) {

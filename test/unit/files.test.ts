@@ -95,33 +95,54 @@ describe('files on disk', () => {
       const gone = await session('web', 'gone', 's1', { 'capture.pcap': 10 }, 48 * HOUR);
       const capture = join(data, 'web', 'gone');
 
-      expect(await pruneDeleted(data, new Set(), { keepMs: 24 * HOUR, now })).toEqual([]);
+      expect(await pruneDeleted(data, new Map(), { keepMs: 24 * HOUR, now })).toEqual([]);
       expect(await readFile(join(capture, DELETED_MARKER), 'utf8')).toBe(new Date(now).toISOString());
-      expect(await pruneDeleted(data, new Set(), { keepMs: 24 * HOUR, now: now + 23 * HOUR })).toEqual([]);
+      expect(await pruneDeleted(data, new Map(), { keepMs: 24 * HOUR, now: now + 23 * HOUR })).toEqual([]);
       expect(await dirStats(gone)).toEqual({ files: 1, bytes: 10 });
 
-      expect(await pruneDeleted(data, new Set(), { keepMs: 24 * HOUR, now: now + 24 * HOUR })).toEqual([capture]);
+      expect(await pruneDeleted(data, new Map(), { keepMs: 24 * HOUR, now: now + 24 * HOUR })).toEqual([capture]);
       await expect(stat(capture)).rejects.toThrow(/ENOENT/);
     });
 
     it('keeps a deleted capture until keepMs after its newest file', async () => {
       await session('web', 'gone', 's1', { 'capture.pcap': 10 }, 0);
-      await pruneDeleted(data, new Set(), { keepMs: HOUR, now: now - 10 * HOUR });
+      await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now - 10 * HOUR });
 
-      expect(await pruneDeleted(data, new Set(), { keepMs: HOUR, now: now + HOUR / 2 })).toEqual([]);
-      expect(await pruneDeleted(data, new Set(), { keepMs: HOUR, now: now + HOUR })).toEqual([join(data, 'web', 'gone')]);
+      expect(await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now + HOUR / 2 })).toEqual([]);
+      expect(await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now + HOUR })).toEqual([join(data, 'web', 'gone')]);
     });
 
     it('never touches a live capture, and a capture that comes back loses its marker', async () => {
       const live = await session('web', 'live', 's1', { 'capture.pcap': 10 }, 100 * HOUR);
-      const keys = new Set(['web/live']);
-      await pruneDeleted(data, new Set(), { now });
+      const keys = new Map([['web/live', 'cap-1']]);
+      await pruneDeleted(data, new Map(), { now });
 
       expect(await pruneDeleted(data, keys, { keepMs: HOUR, now: now + 10 * HOUR })).toEqual([]);
       await expect(stat(join(data, 'web', 'live', DELETED_MARKER))).rejects.toThrow(/ENOENT/);
       expect(await dirStats(live)).toEqual({ files: 1, bytes: 10 });
       // and its age counts afresh from the next time it disappears
-      expect(await pruneDeleted(data, new Set(), { keepMs: HOUR, now: now + 20 * HOUR })).toEqual([]);
+      expect(await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now + 20 * HOUR })).toEqual([]);
+    });
+  });
+
+  describe('pruneDeleted, a name reused by a new capture', () => {
+    it("removes the earlier capture's sessions keepMs after it went, and never the new capture's", async () => {
+      const earlier = await session('web', 'pc', 's1', { 'capture.pcap': 10 }, 48 * HOUR);
+      const later = sessionDir(data, 'web', 'pc', 'another-pod', 's2');
+      await makeSessionDir(later, { captureUID: 'cap-2', generation: 1, podUID: 'another-pod', podName: 'web-0' });
+      await writeFile(join(later, 'capture.pcap'), Buffer.alloc(5));
+      const live = new Map([['web/pc', 'cap-2']]);
+
+      expect(await pruneDeleted(data, live, { keepMs: 24 * HOUR, now })).toEqual([]);
+      expect(await readFile(join(earlier, DELETED_MARKER), 'utf8')).toBe(new Date(now).toISOString());
+      await expect(stat(join(later, DELETED_MARKER))).rejects.toThrow(/ENOENT/);
+      expect(await pruneDeleted(data, live, { keepMs: 24 * HOUR, now: now + 23 * HOUR })).toEqual([]);
+
+      expect(await pruneDeleted(data, live, { keepMs: 24 * HOUR, now: now + 24 * HOUR })).toEqual([earlier]);
+      // the earlier instance's pod directory held nothing else
+      await expect(stat(join(data, 'web', 'pc', UID))).rejects.toThrow(/ENOENT/);
+      expect(await dirStats(later)).toEqual({ files: 1, bytes: 5 });
+      expect(await pruneDeleted(data, live, { keepMs: 0, now: now + 100 * HOUR })).toEqual([]);
     });
   });
 
