@@ -53,7 +53,10 @@ const FINAL_END_REASONS: ReadonlySet<string> = new Set([REASONS.PacketLimit, REA
 export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod>, node: string, now = Date.now()): Map<SlotKey, Identity> {
   const result = new Map<SlotKey, Identity>();
   const local = [...pods.values()].filter((pod) => isCapturable(pod, node));
+  // the agent sees every capture in the cluster; most are about pods elsewhere
+  const localNamespaces = new Set(local.map((pod) => pod.metadata.namespace));
   for (const capture of captures.values()) {
+    if (!localNamespaces.has(capture.metadata.namespace)) continue;
     if (capture.metadata.deletionTimestamp || capture.status?.phase === 'Completed') continue;
     const sessions = capture.status?.sessions ?? [];
     if ((capture.spec.lifecycle ?? 'Follow') === 'Once' && sessions.some((s) => s.state === 'Ended')) continue;
