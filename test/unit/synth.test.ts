@@ -100,9 +100,10 @@ describe('cdk8s synth', () => {
       capabilities: { drop: ['ALL'] },
     });
     expect(container.resources).toEqual({
-      requests: { cpu: '50m', memory: '64Mi' },
-      limits: { cpu: '500m', memory: '256Mi' },
+      requests: { cpu: '50m', memory: '256Mi' },
+      limits: { cpu: '500m', memory: '1024Mi' },
     });
+    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=512' });
     expect(container.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: 8080 });
     expect(container.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 8080 });
   });
@@ -127,7 +128,8 @@ describe('cdk8s synth', () => {
     });
     expect(container.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(container.ports).toEqual([{ name: 'http', containerPort: 8081 }]);
-    expect(container.resources.requests).toEqual({ cpu: '20m', memory: '64Mi' });
+    expect(container.resources).toEqual({ requests: { cpu: '20m', memory: '256Mi' }, limits: { cpu: '500m', memory: '1024Mi' } });
+    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=256' });
     const data = pod.volumes.find((v: Obj) => v.hostPath);
     expect(data.hostPath.path).toBe(DEFAULT_DATA_DIR);
     expect(container.volumeMounts).toContainEqual({ name: data.name, mountPath: DEFAULT_DATA_DIR });
