@@ -1,7 +1,7 @@
 // A capture's files on the node: <dataDir>/<namespace>/<name>/<podUID>/<sessionId>/capture.pcap*
 // and their upkeep: keep files of deleted captures for a while, never fill the disk.
 
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 /** tcpdump writes capture.pcap, or capture.pcap0..N-1 / capture.pcap1.. when rotating. */
@@ -62,6 +62,12 @@ export async function readSessionMeta(dir: string): Promise<SessionMeta | undefi
 /** The capture files of a session directory in rotation order; [] when it does not exist. */
 export async function listSessionFiles(dir: string): Promise<SessionFile[]> {
   return (await captureFiles(dir)).map(({ name, size }) => ({ name, size }));
+}
+
+/** Bytes still free on the filesystem holding `dir`, counting root's reserve: tcpdump writes as root. */
+export async function diskFree(dir: string): Promise<number> {
+  const fs = await statfs(dir);
+  return fs.bfree * fs.bsize;
 }
 
 export async function dirStats(dir: string): Promise<{ files: number; bytes: number }> {

@@ -8,7 +8,7 @@ import { DEFAULT_DATA_DIR, GROUP, PLURAL, VERSION, type PacketCapture } from '..
 import { startOpsServer, type OpsServer } from '../kube/health.ts';
 import type { Logger } from '../kube/log.ts';
 import { watchSnapshots, type Snapshot } from '../kube/watch.ts';
-import { dirStats, enforceDiskCap, makeSessionDir, pruneDeleted } from './files.ts';
+import { dirStats, diskFree, enforceDiskCap, makeSessionDir, pruneDeleted } from './files.ts';
 import type { Pod } from './identity.ts';
 import { FILES_PROXY_ANNOTATION, filesProxyPath, startAgentLease } from './lease.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -88,6 +88,7 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
     compileFilter: (expression, netnsPath) => compileFilter(expression, { netnsPath }),
     makeDir: makeSessionDir,
     dirStats,
+    diskFree,
     start: async (request) => {
       const tcpdump = await startTcpdump({ netnsPath: request.netnsPath, expectedInode: request.inode, argv: request.argv, log: request.log });
       const identity = await processIdentity(tcpdump.pid);

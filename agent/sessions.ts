@@ -85,6 +85,8 @@ export interface SessionDeps {
   makeDir(dir: string, meta: SessionMeta): ObservableInput<unknown>;
   start(request: StartRequest): ObservableInput<CaptureProcess>;
   dirStats(dir: string): ObservableInput<{ files: number; bytes: number }>;
+  /** bytes free on the filesystem of `dir` */
+  diskFree(dir: string): ObservableInput<number>;
   /** where sessions report their last entry after they were unsubscribed */
   ends: SessionEnds;
   timing?: Partial<SessionTiming>;
@@ -101,6 +103,13 @@ export interface SessionTiming {
 }
 
 export const SESSION_TIMING: SessionTiming = { retryMs: 500, maxRetryMs: 10_000, pollMs: 1500, stopGraceMs: 2000 };
+
+/**
+ * Below this much free space a running session is stopped as DiskFull: tcpdump does not
+ * notice a full disk (measured: 4.99.3 goes on counting packets it can no longer write),
+ * so a capture would look healthy while losing everything.
+ */
+export const LOW_DISK_BYTES = 1024 * 1024;
 
 /**
  * The final entries of sessions that were unsubscribed: a teardown cannot emit through
@@ -264,6 +273,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
     let launching: Observable<CaptureProcess> | undefined;
     // set when the session ends by itself (limit, duration, exit), which beats the switch's reason
     let selfEnd: Reason | undefined;
+    let diskMessage = '';
     let final = false;
 
     const publish = (patch: Partial<SessionStatus>) => {
@@ -369,7 +379,9 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
           }),
         );
       }
-      const progress$ = defer(() => forkJoin([from(deps.dirStats(dir)), proc.requestStats ? from(proc.requestStats()) : of(undefined)])).pipe(
+      const progress$ = defer(() =>
+        forkJoin([from(deps.dirStats(dir)), proc.requestStats ? from(proc.requestStats()) : of(undefined), from(deps.diskFree(dir))]),
+      ).pipe(
         catchError((err: unknown) => {
           log.debug({ err: String(err) }, 'cannot read session progress');
           return EMPTY;
@@ -378,23 +390,31 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       work.add(
         timer(timing.pollMs, timing.pollMs, scheduler)
           .pipe(exhaustMap(() => progress$))
-          .subscribe(([files, stats]) =>
-            publish({ ...files, packets: stats?.captured ?? entry.packets, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel }),
-          ),
+          .subscribe(([files, stats, free]) => {
+            publish({ ...files, packets: stats?.captured ?? entry.packets, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel });
+            if (free < LOW_DISK_BYTES && !selfEnd) {
+              selfEnd = REASONS.DiskFull;
+              diskMessage = `the data dir's filesystem has ${free} bytes free (${dir}); tcpdump cannot write its packets, so the session was stopped`;
+              work.add(from(proc.stop(timing.stopGraceMs)).subscribe());
+            }
+          }),
       );
       step(
         proc.exited,
         (exit) => {
           const limited = exit.code === 0 && identity.spec.limits?.maxPackets !== undefined;
           const reason = (selfEnd ??= limited ? REASONS.PacketLimit : REASONS.TcpdumpExited);
-          const message =
+          // an end by error is a failure the capture's conditions show; a limit reached is an end
+          const failure =
             reason === REASONS.TcpdumpExited
               ? `tcpdump exited (${exit.signal ?? `code ${exit.code}`}): ${stderrMessage(exit.stderrTail) || 'no message'}`
-              : undefined;
+              : reason === REASONS.DiskFull
+                ? diskMessage
+                : undefined;
           step(
-            finalEntry(reason, exit, message),
+            finalEntry(reason, exit, failure),
             (ended) => {
-              if (reason === REASONS.TcpdumpExited) log.warn({ endReason: reason, packets: ended.packets, message }, 'session ended');
+              if (failure !== undefined) log.warn({ reason, packets: ended.packets, message: failure }, 'session failed');
               else log.info({ endReason: reason, packets: ended.packets }, 'session ended');
               finish(ended);
             },
@@ -405,22 +425,22 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       );
     };
 
-    /** The Ended entry, with the files' final sizes. */
-    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, message?: string): Observable<SessionStatus> =>
+    /** The last entry, with the files' final sizes: Ended, or Failed with `failure` as its message. */
+    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, failure?: string): Observable<SessionStatus> =>
       from(deps.dirStats(dir)).pipe(
         catchError(() => of(undefined)),
         map((files) =>
           clean({
             ...entry,
-            state: 'Ended',
-            reason: undefined,
-            endReason: reason,
+            ...(failure !== undefined
+              ? { state: 'Failed' as const, reason, endReason: undefined }
+              : { state: 'Ended' as const, reason: undefined, endReason: reason }),
             endTime: iso(scheduler.now()),
             bytes: files?.bytes ?? entry.bytes,
             files: files?.files ?? entry.files,
             packets: exit?.stats.captured ?? entry.packets,
             droppedByKernel: exit?.stats.droppedByKernel ?? entry.droppedByKernel,
-            message: message ?? (entry.state === 'Pending' ? entry.message : undefined),
+            message: failure ?? (entry.state === 'Pending' ? entry.message : undefined),
           }),
         ),
       );

@@ -30,7 +30,7 @@ interface FakeNode {
 /** A node whose netns lookups and tcpdumps answer in virtual time. */
 function fakeNode(
   scheduler: TestScheduler,
-  opts: { netns?: (podUID: string, attempt: number) => NetnsLookup; startMs?: number; startError?: CaptureError } = {},
+  opts: { netns?: (podUID: string, attempt: number) => NetnsLookup; startMs?: number; startError?: CaptureError; diskFree?: () => number } = {},
 ): FakeNode {
   const processes: string[] = [];
   const live: FakeNode['live'] = new Map();
@@ -50,6 +50,7 @@ function fakeNode(
     compileFilter: (expression) => of(expression.includes('bogus') ? { ok: false as const, message: 'syntax error' } : { ok: true as const }),
     makeDir: () => of(undefined),
     dirStats: () => of({ files: 1, bytes: 24 }),
+    diskFree: () => of(opts.diskFree?.() ?? 10 * 1024 ** 3),
     start: (request) => {
       if (opts.startError) return timer(opts.startMs ?? 0).pipe(map(() => { throw opts.startError; }));
       const pid = nextPid++;
@@ -298,8 +299,22 @@ describe('sessionUpdates', () => {
         15,
       );
       const { log, updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 50);
-      expect(log).toEqual(['0 a:Pending', '0 a:Running', '15 a:Ended/TcpdumpExited']);
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', '15 a:Failed/TcpdumpExited']);
       expect(updates.at(-1)!.session.message).toBe('tcpdump exited (code 1): tcpdump: pcap_loop: The interface went down');
+      expect(updates.at(-1)!.session.endTime).toBe(new Date(15).toISOString());
+    });
+  });
+
+  it('a data dir running out of space stops the session DiskFull: tcpdump itself would not notice', () => {
+    run(({ cold, scheduler }) => {
+      const node = fakeNode(scheduler, { diskFree: () => (scheduler.now() < 20 ? 50 * 1024 ** 2 : 4096) });
+      node.deps.timing = { ...node.deps.timing, pollMs: 10 };
+      const { log, updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 100);
+      // polled every 10: 10 reports progress, 20 finds 4 KiB free and stops tcpdump; no new session for the same instance
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', '10 a:Running', `${20 + STOP_MS} a:Failed/DiskFull`]);
+      expect(updates.at(-1)!.session.message).toMatch(/^the data dir's filesystem has 4096 bytes free \(\/data\/.*\); tcpdump cannot write/);
+      expect(node.live.size).toBe(0);
+      expect(node.processes.filter((p) => p.includes('start'))).toHaveLength(1);
     });
   });
 
