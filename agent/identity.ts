@@ -5,6 +5,7 @@
 
 import { selectorMatches } from '../controller/selector.ts';
 import {
+  NETNS_ENDS,
   REASONS,
   type PacketCapture,
   type PacketCaptureSpec,
@@ -13,6 +14,7 @@ import {
 } from '../crds/packetcapture.ts';
 import { parseDuration } from '../crds/units.ts';
 import type { KubeObject, Snapshot } from '../kube/watch.ts';
+import { filterNeedsPodIPs } from './tcpdump.ts';
 
 /** The parts of a Pod the agent reads. */
 export interface Pod extends KubeObject {
@@ -28,7 +30,8 @@ export interface Identity {
   generation: number;
   podUID: string;
   podName: string;
-  podIP: string;
+  /** unset while the pod has no IP yet (Pending, its sandbox starting) */
+  podIP?: string;
   /** every IP of the pod, podIP first: a dual-stack pod has one of each family */
   podIPs: string[];
   node: string;
@@ -46,9 +49,10 @@ const FINAL_END_REASONS: ReadonlySet<string> = new Set([REASONS.PacketLimit, REA
 
 /**
  * Every pod instance on `node` that a live capture targets, by slot. Excluded: captures
- * being deleted or Completed, or whose duration ran out at `now`; pods that are not
- * Running, terminating or without an IP; (podUID, generation) pairs whose session already
- * ended by its limits; and `Once` captures that already had a session end.
+ * being deleted or Completed, or whose duration ran out at `now`; pods that are finished
+ * or terminating; pods without an IP yet for a filter relative to the pod's IPs;
+ * (podUID, generation) pairs whose session already ended by its limits; and `Once`
+ * captures that already had a session end (other than by the pod's netns changing).
  */
 export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod>, node: string, now = Date.now()): Map<SlotKey, Identity> {
   const result = new Map<SlotKey, Identity>();
@@ -59,12 +63,15 @@ export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod
     if (!localNamespaces.has(capture.metadata.namespace)) continue;
     if (capture.metadata.deletionTimestamp || capture.status?.phase === 'Completed') continue;
     const sessions = capture.status?.sessions ?? [];
-    if ((capture.spec.lifecycle ?? 'Follow') === 'Once' && sessions.some((s) => s.state === 'Ended')) continue;
+    if ((capture.spec.lifecycle ?? 'Follow') === 'Once' && sessions.some((s) => s.state === 'Ended' && !NETNS_ENDS.has(s.endReason ?? ''))) continue;
     const generation = capture.metadata.generation ?? 0;
     const firstStartTime = earliestStart(sessions);
     if (firstStartTime && durationOver(capture.spec.limits?.duration, firstStartTime, now)) continue;
     for (const pod of local) {
       if (!isTarget(capture, pod)) continue;
+      const podIPs = podIPsOf(pod);
+      // the filter names the pod's IPs: it cannot be built before the pod has them
+      if (podIPs.length === 0 && filterNeedsPodIPs(capture.spec.filter)) continue;
       if (sessions.some((s) => s.podUID === pod.metadata.uid && s.generation === generation && endedByLimit(s))) continue;
       const slot = slotKey(capture.metadata.uid, pod.metadata.name);
       const other = result.get(slot);
@@ -76,8 +83,8 @@ export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod
         generation,
         podUID: pod.metadata.uid,
         podName: pod.metadata.name,
-        podIP: pod.status!.podIP!,
-        podIPs: podIPsOf(pod),
+        ...(podIPs[0] ? { podIP: podIPs[0] } : {}),
+        podIPs,
         node,
         spec: capture.spec,
         ...(firstStartTime ? { firstStartTime } : {}),
@@ -118,11 +125,17 @@ export function podIPsOf(pod: Pod): string[] {
   return [...new Set([...(primary ? [primary] : []), ...all])];
 }
 
-/** Running on this node, not terminating, with an IP: a pod instance there is something to capture in. */
+/** Phases in which a pod's sandbox may exist and its containers run, init containers included. */
+const LIVE_PHASES: ReadonlySet<string> = new Set(['Pending', 'Running']);
+
+/**
+ * On this node, not terminating, and Pending or Running: a pod instance there is something
+ * to capture in from its first packet. Whether its sandbox exists yet is for the netns
+ * lookup to find out (the session is Pending, NetnsNotFound, until a process of the UID
+ * does), so start-up and init-container traffic is captured too.
+ */
 export function isCapturable(pod: Pod, node: string): boolean {
-  return (
-    pod.spec?.nodeName === node && !pod.metadata.deletionTimestamp && pod.status?.phase === 'Running' && !!pod.status.podIP
-  );
+  return pod.spec?.nodeName === node && !pod.metadata.deletionTimestamp && LIVE_PHASES.has(pod.status?.phase ?? 'Pending');
 }
 
 export function isTarget(capture: PacketCapture, pod: Pod): boolean {

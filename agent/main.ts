@@ -12,7 +12,7 @@ import { dirStats, diskFree, enforceDiskCap, makeSessionDir, pruneDeleted } from
 import type { Pod } from './identity.ts';
 import { FILES_PROXY_ANNOTATION, filesProxyPath, startAgentLease } from './lease.ts';
 import { AgentMetrics } from './metrics.ts';
-import { findPodNetns } from './netns.ts';
+import { findPodNetns, recheckPodNetns } from './netns.ts';
 import { processIdentity, reapStale, RunningFile } from './reaper.ts';
 import { filesRoute } from './serve.ts';
 import { SessionStatusWriter } from './session-status.ts';
@@ -85,6 +85,7 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
     ends,
     timing: opts.timing,
     findNetns: (podUID) => findPodNetns(podUID, { procRoot }),
+    checkNetns: (podUID, captured) => recheckPodNetns(podUID, captured, { procRoot }),
     compileFilter: (expression, netnsPath) => compileFilter(expression, { netnsPath }),
     makeDir: makeSessionDir,
     dirStats,

@@ -2,7 +2,7 @@
 // whose path names the pod UID; those processes' /proc/<pid>/ns/net is the pod's netns.
 // The lookup reads /proc and proves its answer or says why it cannot: it never guesses.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REASONS } from '../crds/packetcapture.ts';
@@ -126,6 +126,55 @@ function decide(podUID: string, procRoot: string, inodes: Map<number, number>, u
     };
   }
   return { found: true, pid, netnsPath: join(procRoot, String(pid), 'ns', 'net'), inode: inodes.get(pid)!, pids };
+}
+
+/** Whether the netns a session captures is still its pod's, as recheckPodNetns sees it. */
+export type NetnsRecheck =
+  | { state: 'same'; pids: number[] }
+  | { state: 'changed' | 'gone'; message: string };
+
+/**
+ * Whether a process of pod `podUID` still lives in the netns `inode` a session captures.
+ * The pids the session knows come first: each still counts when its netns is `inode` and
+ * its cgroup still names the pod (an exited process's pid may be reused by anyone). Only
+ * when none is left is /proc scanned: then `same` with the pod's processes now, `changed`
+ * when they live in another netns (the sandbox was recreated under the same UID), `gone`
+ * when the pod has no process left on this node.
+ */
+export async function recheckPodNetns(
+  podUID: string,
+  captured: { inode: number; pids: readonly number[] },
+  { procRoot = '/proc' }: { procRoot?: string } = {},
+): Promise<NetnsRecheck> {
+  const pids = captured.pids.filter((pid) => stillInPod(pid, podUID, captured.inode, procRoot));
+  if (pids.length > 0) return { state: 'same', pids };
+  const lookup = await findPodNetns(podUID, { procRoot });
+  if (lookup.found && lookup.inode === captured.inode) return { state: 'same', pids: lookup.pids };
+  if (lookup.found) {
+    return {
+      state: 'changed',
+      message: `pod ${podUID}'s processes now live in net:[${lookup.inode}], not in the captured net:[${captured.inode}]: its sandbox was recreated; a new session captures there`,
+    };
+  }
+  if (lookup.reason === REASONS.NetnsNotFound) {
+    return {
+      state: 'gone',
+      message: `no process of pod ${podUID} is left in net:[${captured.inode}] or anywhere on this node; a new session waits for the pod's netns`,
+    };
+  }
+  // its processes are split over namespaces, or in the node's own: the new session's lookup says which
+  return { state: 'changed', message: `${lookup.message} (this session captured net:[${captured.inode}])` };
+}
+
+// synchronous for the reason the scan's reads are (BATCH): two reads of files in memory
+function stillInPod(pid: number, podUID: string, inode: number, procRoot: string): boolean {
+  try {
+    if (statSync(join(procRoot, String(pid), 'ns', 'net')).ino !== inode) return false;
+    return cgroupNamesPod(readFileSync(join(procRoot, String(pid), 'cgroup'), 'utf8'), podUID);
+  } catch (err) {
+    if (vanished(err)) return false;
+    throw err;
+  }
 }
 
 function readIfPresent(path: string): string | undefined {

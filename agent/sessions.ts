@@ -23,6 +23,7 @@ import {
   Observable,
   of,
   catchError,
+  repeat,
   scan,
   shareReplay,
   Subject,
@@ -34,13 +35,13 @@ import {
   type ObservableInput,
   type SchedulerLike,
 } from 'rxjs';
-import { REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
+import { NETNS_ENDS, REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
 import { parseDuration } from '../crds/units.ts';
 import type { Logger } from '../kube/log.ts';
 import type { Snapshot } from '../kube/watch.ts';
 import { sessionDir, type SessionMeta } from './files.ts';
 import { endReason, identities, sameIdentity, whyGone, type Identity, type Pod, type SlotKey } from './identity.ts';
-import type { NetnsLookup } from './netns.ts';
+import type { NetnsLookup, NetnsRecheck } from './netns.ts';
 import { buildFilter, CaptureError, tcpdumpArgv, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
 
 export interface CaptureRef {
@@ -81,6 +82,8 @@ export interface SessionDeps {
   log: Logger;
   scheduler?: SchedulerLike;
   findNetns(podUID: string): ObservableInput<NetnsLookup>;
+  /** whether a process of the pod still lives in the netns a running session captures (netns.ts recheckPodNetns) */
+  checkNetns(podUID: string, captured: { inode: number; pids: readonly number[] }): ObservableInput<NetnsRecheck>;
   compileFilter(expression: string, netnsPath: string): ObservableInput<{ ok: true } | { ok: false; message: string }>;
   makeDir(dir: string, meta: SessionMeta): ObservableInput<unknown>;
   start(request: StartRequest): ObservableInput<CaptureProcess>;
@@ -98,11 +101,13 @@ export interface SessionTiming {
   maxRetryMs: number;
   /** how often a running session's files and counters are read */
   pollMs: number;
+  /** how often a running session checks that its pod still lives in the netns it captures */
+  netnsCheckMs: number;
   /** SIGTERM, then SIGKILL after this long */
   stopGraceMs: number;
 }
 
-export const SESSION_TIMING: SessionTiming = { retryMs: 500, maxRetryMs: 10_000, pollMs: 1500, stopGraceMs: 2000 };
+export const SESSION_TIMING: SessionTiming = { retryMs: 500, maxRetryMs: 10_000, pollMs: 1500, netnsCheckMs: 1000, stopGraceMs: 2000 };
 
 /**
  * Below this much free space a running session is stopped as DiskFull: tcpdump does not
@@ -198,19 +203,33 @@ export function sessionUpdates(
   return merge(live$, deps.ends.updates$);
 }
 
-/** One slot: a session per distinct identity; the previous one ends with the reason of the switch. */
+/**
+ * One slot: a session per distinct identity; the previous one ends with the reason of the
+ * switch. A session that ends because its pod's netns changed or went is followed by a new
+ * one for the same identity, built from the slot's latest view of it (the pod's IPs and the
+ * capture's first start may have arrived since).
+ */
 function slotSessions(events$: Observable<SlotEvent>, deps: SessionDeps): Observable<SessionUpdate> {
   return defer(() => {
     let current: Identity | undefined;
+    let latest: Identity | undefined;
     // read by the old session's teardown, which switchMap runs right after this is set
     let ending: Reason = REASONS.Error;
+    const following = (): Observable<SessionUpdate> => {
+      let endedWith: string | undefined;
+      return defer(() => captureSession(latest!, deps, () => ending)).pipe(
+        tap((update) => (endedWith = update.session.endReason)),
+        repeat({ delay: () => (NETNS_ENDS.has(endedWith ?? '') ? of(true) : EMPTY) }),
+      );
+    };
     return events$.pipe(
+      tap((event) => (latest = event.identity)),
       distinctUntilChanged((a, b) => (a.identity && b.identity ? sameIdentity(a.identity, b.identity) : a.identity === b.identity)),
       tap((event) => {
         if (current) ending = endReason(current, event.identity, event.why);
         current = event.identity;
       }),
-      switchMap((event) => (event.identity ? captureSession(event.identity, deps, () => ending) : EMPTY)),
+      switchMap((event) => (event.identity ? following() : EMPTY)),
     );
   });
 }
@@ -242,9 +261,10 @@ function stderrMessage(tail: string): string {
 /**
  * One tcpdump for one identity: find the pod's netns (Pending with the reason while it
  * cannot be found), check the filter, start tcpdump in a new directory, report progress,
- * end by itself at maxPackets or the duration. Unsubscribing stops the process (SIGTERM,
- * SIGKILL after the grace) and reports the entry Ended with `ending()`, the reason the
- * slot's switch recorded, through deps.ends.
+ * end by itself at maxPackets or the duration, or when the pod no longer lives in the netns
+ * it captures (NetnsChanged, NetnsGone). Unsubscribing stops the process (SIGTERM, SIGKILL
+ * after the grace) and reports the entry Ended with `ending()`, the reason the slot's
+ * switch recorded, through deps.ends.
  */
 export function captureSession(identity: Identity, deps: SessionDeps, ending: () => Reason): Observable<SessionUpdate> {
   return new Observable<SessionUpdate>((subscriber) => {
@@ -271,9 +291,9 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
     });
     let tcpdump: CaptureProcess | undefined;
     let launching: Observable<CaptureProcess> | undefined;
-    // set when the session ends by itself (limit, duration, exit), which beats the switch's reason
+    // set when the session ends by itself (limit, duration, disk, netns, exit), which beats the switch's reason
     let selfEnd: Reason | undefined;
-    let diskMessage = '';
+    let selfEndMessage: string | undefined;
     let final = false;
 
     const publish = (patch: Partial<SessionStatus>) => {
@@ -356,7 +376,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
         started$,
         (proc) => {
           launching = undefined;
-          running(proc, durationMs);
+          running(proc, netns, durationMs);
         },
         (err) => {
           launching = undefined;
@@ -365,19 +385,22 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       );
     };
 
-    const running = (proc: CaptureProcess, durationMs: number | undefined) => {
+    /** Stops tcpdump for a reason of the session's own; its exit then ends the session with it. */
+    const endBySelf = (proc: CaptureProcess, reason: Reason, message?: string) => {
+      if (selfEnd) return;
+      selfEnd = reason;
+      selfEndMessage = message;
+      work.add(from(proc.stop(timing.stopGraceMs)).subscribe());
+    };
+
+    const running = (proc: CaptureProcess, netns: Extract<NetnsLookup, { found: true }>, durationMs: number | undefined) => {
       tcpdump = proc;
       log.info({ pid: proc.pid, dir, verifyMs: proc.verifiedAt.getTime() - proc.startedAt.getTime() }, 'session started');
       publish({ state: 'Running', reason: undefined, message: undefined, startTime: proc.verifiedAt.toISOString(), path: dir });
       if (durationMs !== undefined) {
         // the whole capture's duration counts from its first session, on whichever node
         const since = identity.firstStartTime ? Date.parse(identity.firstStartTime) : proc.verifiedAt.getTime();
-        work.add(
-          timer(Math.max(0, since + durationMs - scheduler.now()), scheduler).subscribe(() => {
-            selfEnd = REASONS.Duration;
-            work.add(from(proc.stop(timing.stopGraceMs)).subscribe());
-          }),
-        );
+        work.add(timer(Math.max(0, since + durationMs - scheduler.now()), scheduler).subscribe(() => endBySelf(proc, REASONS.Duration)));
       }
       const progress$ = defer(() =>
         forkJoin([from(deps.dirStats(dir)), proc.requestStats ? from(proc.requestStats()) : of(undefined), from(deps.diskFree(dir))]),
@@ -392,11 +415,30 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
           .pipe(exhaustMap(() => progress$))
           .subscribe(([files, stats, free]) => {
             publish({ ...files, packets: stats?.captured ?? entry.packets, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel });
-            if (free < LOW_DISK_BYTES && !selfEnd) {
-              selfEnd = REASONS.DiskFull;
-              diskMessage = `the data dir's filesystem has ${free} bytes free (${dir}); tcpdump cannot write its packets, so the session was stopped`;
-              work.add(from(proc.stop(timing.stopGraceMs)).subscribe());
+            if (free < LOW_DISK_BYTES) {
+              endBySelf(proc, REASONS.DiskFull, `the data dir's filesystem has ${free} bytes free (${dir}); tcpdump cannot write its packets, so the session was stopped`);
             }
+          }),
+      );
+      // tcpdump holds its netns open, so a recreated sandbox would leave it capturing a dead one
+      let known = netns.pids;
+      work.add(
+        timer(timing.netnsCheckMs, timing.netnsCheckMs, scheduler)
+          .pipe(
+            exhaustMap(() =>
+              from(deps.checkNetns(identity.podUID, { inode: netns.inode, pids: known })).pipe(
+                catchError((err: unknown) => {
+                  log.debug({ err: String(err) }, 'cannot check the netns');
+                  return EMPTY;
+                }),
+              ),
+            ),
+          )
+          .subscribe((check) => {
+            if (check.state === 'same') return void (known = check.pids);
+            const reason = check.state === 'changed' ? REASONS.NetnsChanged : REASONS.NetnsGone;
+            log.info({ reason, message: check.message }, 'the pod no longer lives in the captured netns');
+            endBySelf(proc, reason, check.message);
           }),
       );
       step(
@@ -409,10 +451,10 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
             reason === REASONS.TcpdumpExited
               ? `tcpdump exited (${exit.signal ?? `code ${exit.code}`}): ${stderrMessage(exit.stderrTail) || 'no message'}`
               : reason === REASONS.DiskFull
-                ? diskMessage
+                ? selfEndMessage
                 : undefined;
           step(
-            finalEntry(reason, exit, failure),
+            finalEntry(reason, exit, failure ?? selfEndMessage, failure !== undefined),
             (ended) => {
               if (failure !== undefined) log.warn({ reason, packets: ended.packets, message: failure }, 'session failed');
               else log.info({ endReason: reason, packets: ended.packets }, 'session ended');
@@ -425,14 +467,14 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       );
     };
 
-    /** The last entry, with the files' final sizes: Ended, or Failed with `failure` as its message. */
-    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, failure?: string): Observable<SessionStatus> =>
+    /** The last entry, with the files' final sizes: Ended, or Failed when `failed`, with `message`. */
+    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, message?: string, failed = false): Observable<SessionStatus> =>
       from(deps.dirStats(dir)).pipe(
         catchError(() => of(undefined)),
         map((files) =>
           clean({
             ...entry,
-            ...(failure !== undefined
+            ...(failed
               ? { state: 'Failed' as const, reason, endReason: undefined }
               : { state: 'Ended' as const, reason: undefined, endReason: reason }),
             endTime: iso(scheduler.now()),
@@ -440,7 +482,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
             files: files?.files ?? entry.files,
             packets: exit?.stats.captured ?? entry.packets,
             droppedByKernel: exit?.stats.droppedByKernel ?? entry.droppedByKernel,
-            message: failure ?? (entry.state === 'Pending' ? entry.message : undefined),
+            message: message ?? (entry.state === 'Pending' ? entry.message : undefined),
           }),
         ),
       );
@@ -454,7 +496,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       const reason = selfEnd ?? ending();
       const stopped$ = (proc: CaptureProcess) =>
         from(proc.stop(timing.stopGraceMs)).pipe(
-          switchMap((exit) => finalEntry(reason, exit)),
+          switchMap((exit) => finalEntry(reason, exit, selfEnd ? selfEndMessage : undefined)),
           tap((ended) => log.info({ endReason: reason, packets: ended.packets, pid: proc.pid }, 'session ended')),
         );
       const final$: Observable<SessionStatus> = tcpdump

@@ -38,6 +38,9 @@ const PROTOCOL_PRIMITIVES: Record<Protocol, string> = {
   SCTP: 'sctp',
 };
 
+/** Whether the filter names the pod's own IPs (direction Ingress or Egress), so it waits for the pod to have them. */
+export const filterNeedsPodIPs = (filter: Filter | undefined): boolean => (filter?.direction ?? DEFAULTS.direction) !== 'Both';
+
 /**
  * The spec's filter as one BPF expression; '' captures everything. Direction is relative
  * to the pod: Ingress is what reaches one of the pod's IPs (a dual-stack pod has two),
@@ -54,7 +57,7 @@ export function buildFilter(filter: Filter | undefined, podIPs: readonly string[
     if (!primitive) throw invalidFilter(`filter.protocol "${filter.protocol}" is not one of ${Object.keys(PROTOCOL_PRIMITIVES).join(', ')}`);
     parts.push(primitive);
   }
-  if (direction !== 'Both') {
+  if (filterNeedsPodIPs(filter)) {
     if (podIPs.length === 0) throw invalidFilter(`filter.direction ${direction} is relative to the pod's IP, and the pod has no IP yet`);
     const bad = podIPs.find((ip) => !isIP(ip));
     if (bad !== undefined) throw invalidFilter(`pod IP "${bad}" is not an IP address`);

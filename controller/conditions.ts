@@ -1,5 +1,6 @@
 import {
   CONDITIONS,
+  NETNS_ENDS,
   REASONS,
   type Condition,
   type PacketCapture,
@@ -83,7 +84,7 @@ export function carryTransitionTimes(
 }
 
 /** Session ends that are an interruption rather than the end of the pod instance's capture. */
-const INTERRUPTIONS = new Set<string>([REASONS.AgentRestart, REASONS.AgentShutdown, REASONS.SpecChanged, REASONS.CaptureDeleted]);
+const INTERRUPTIONS = new Set<string>([REASONS.AgentRestart, REASONS.AgentShutdown, REASONS.SpecChanged, REASONS.CaptureDeleted, ...NETNS_ENDS]);
 /** Session ends after which the agent does not restart that (podUID, generation). */
 const FINISHED = new Set<string>([REASONS.PacketLimit, REASONS.Duration]);
 /** Failures no retry fixes: only editing the spec does. */

@@ -186,6 +186,12 @@ export const REASONS = {
   Error: 'Error',
   AgentShutdown: 'AgentShutdown',
   AgentRestart: 'AgentRestart',
+  // the pod's sandbox was recreated under the same UID: its processes live in another netns,
+  // which a new session of the same instance captures
+  NetnsChanged: 'NetnsChanged',
+  // no process of the pod is left on the node: the session stops without waiting for the Pod
+  // watch, and a new one waits for the pod's netns to appear again
+  NetnsGone: 'NetnsGone',
   // the pod instance still runs but the capture no longer selects it (its labels changed)
   PodNotSelected: 'PodNotSelected',
   // controller: a spec the schema let through but that cannot be acted on (Stalled until edited)
@@ -194,6 +200,13 @@ export const REASONS = {
   TargetResolved: 'TargetResolved',
 } as const;
 export type Reason = (typeof REASONS)[keyof typeof REASONS];
+
+/**
+ * Session ends that are the pod's netns changing or going under a running capture, not the
+ * end of the pod instance: the agent captures the same instance on in a new session, and
+ * neither they nor the gap count as the instance's capture having ended.
+ */
+export const NETNS_ENDS: ReadonlySet<string> = new Set([REASONS.NetnsChanged, REASONS.NetnsGone]);
 
 export const DEFAULTS = {
   lifecycle: 'Follow' as Lifecycle,

@@ -22,6 +22,7 @@ import { fetchCapture, type FetchedFile } from '../cli/pcap/fetch.ts';
 import { table } from '../cli/pcap/render.ts';
 import { complete } from './fabric.ts';
 import { createHost, tcpRequests, type Host } from './netns-host.ts';
+import { isInstancePacket } from './packets.ts';
 import {
   answeringKubeconfig,
   LOCAL_KUBECONFIG,
@@ -98,18 +99,17 @@ export interface FileCheck {
   ips: string[];
   /** pod UID -> how many packets carried an answer of that instance */
   answeredBy: Record<string, number>;
-  /** packets that name another instance, or an address neither the instance's nor a traffic source's */
+  /** packets that name another instance, or that are not between the instance and a traffic source (local/packets.ts) */
   foreign: number;
 }
 
 /** What a file of `owner`'s holds, and how many of its packets belong to someone else. */
 export function checkFile(packets: readonly Packet[], owner: Instance, sources: readonly string[]): FileCheck {
-  const allowed = new Set([owner.ip, ...sources]);
   const answeredBy: Record<string, number> = {};
   let foreign = 0;
   for (const p of packets) {
     for (const uid of new Set(p.uids)) answeredBy[uid] = (answeredBy[uid] ?? 0) + 1;
-    if (p.uids.some((uid) => uid !== owner.uid) || !allowed.has(p.src) || !allowed.has(p.dst)) foreign++;
+    if (p.uids.some((uid) => uid !== owner.uid) || !isInstancePacket(p.src, p.dst, [owner.ip], sources)) foreign++;
   }
   const ips = [...new Set(packets.flatMap((p) => [p.src, p.dst]))].sort();
   return { packets: packets.length, ips, answeredBy, foreign };

@@ -6,11 +6,11 @@
 // whose /proc/<pid>/cgroup names the pod UID, and that process's network namespace.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { arch, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { Subject, type Observable, type Subscription } from 'rxjs';
+import { filter, firstValueFrom, Subject, type Observable, type Subscription } from 'rxjs';
 import { APPLY_PATCH, isConflict, isNotFound, kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import { createLogger, type Logger } from '../kube/log.ts';
 import { watchSnapshots, type KubeObject, type Snapshot } from '../kube/watch.ts';
@@ -82,6 +82,12 @@ export interface SimulatedNodeOptions {
    * are reachable through the API server only when this is an address of the host.
    */
   internalIP?: string;
+  /**
+   * How long a new sandbox runs before its pod is reported Running, as while init
+   * containers run: the pod is Pending (without an IP in its status) but its netns and
+   * process already exist. Default 0.
+   */
+  pendingMs?: number;
 }
 
 /** Where a pod instance lives on this node: what the agent must find on its own. */
@@ -92,6 +98,8 @@ export interface PodNetns {
   pid: number;
   /** the cgroup of the pod's (first) container, which holds `pid` */
   cgroupDir: string;
+  /** epoch ms when the sandbox was complete: its netns wired, its process in the pod's cgroup and ready */
+  createdAt: number;
 }
 
 /** Times are epoch milliseconds with sub-millisecond precision. */
@@ -121,6 +129,9 @@ interface Sandbox {
   exited: Promise<void>;
   containerIds: string[];
   startTime: string;
+  /** 0 for the pod's first sandbox, then one more for each recreation */
+  generation: number;
+  createdAt: number;
   statusWrittenAt?: number;
 }
 
@@ -187,9 +198,14 @@ export function statusShows(pod: Pod, s: { ip: string; containerIds: string[] })
   );
 }
 
-/** The node's netns and veth names for a pod: `pc-` / `v` + the UID's first 12 hex digits. */
-export function sandboxNames(uid: string): { netns: string; veth: string } {
-  const short = uid.replaceAll('-', '').slice(0, 12);
+/**
+ * The node's netns and veth names for a pod's sandbox: `pc-` / `v` + the UID's first 12 hex
+ * digits; a recreated sandbox (generation 1, 2, ...) runs next to the old one for a moment,
+ * so it takes 12 hex digits of a hash of the UID and its generation.
+ */
+export function sandboxNames(uid: string, generation = 0): { netns: string; veth: string } {
+  const hex = uid.replaceAll('-', '');
+  const short = generation === 0 ? hex.slice(0, 12) : createHash('sha256').update(`${hex}/${generation}`).digest('hex').slice(0, 12);
   return { netns: `${NETNS_PREFIX}${short}`, veth: `v${short}` };
 }
 
@@ -216,6 +232,8 @@ export class SimulatedNode {
   private readonly seenAt = new Map<string, number>();
   private readonly deleteSentAt = new Map<string, number>();
   private readonly workers = new Map<string, Worker>();
+  private readonly recreating = new Set<string>();
+  private readonly pendingMs: number;
   private subscription?: Subscription;
   private leaseTimer?: NodeJS.Timeout;
   private stopping = false;
@@ -229,6 +247,7 @@ export class SimulatedNode {
     this.log = opts.log ?? createLogger('simulated-node', { node: opts.name });
     this.cgroupLayout = layout.layout;
     this.cgroupRoot = layout.root;
+    this.pendingMs = opts.pendingMs ?? 0;
   }
 
   /** Registers the Node and starts running the pods bound to it. */
@@ -270,7 +289,26 @@ export class SimulatedNode {
       ip: s.ip,
       pid: s.pid,
       cgroupDir: s.record.cgroups!.chain[0]!,
+      createdAt: s.createdAt,
     };
+  }
+
+  /**
+   * What a kubelet does on SandboxChanged (the pause container died, the runtime lost the
+   * sandbox): the pod keeps its UID and gets a new sandbox, with a new netns, its process
+   * in a new container cgroup of the same pod, and the old sandbox's IP. The new process
+   * is in the pod's cgroup before the old one is killed, so a process of the pod exists at
+   * every instant and it is seen to move from one netns to the other (a real kubelet kills
+   * the old sandbox first: an agent that looks in between finds no process, NetnsGone, and
+   * then the new netns). Resolves with the new sandbox once its Running status is written.
+   */
+  async recreateSandbox(uid: string): Promise<PodNetns> {
+    if (!this.sandboxes.has(uid)) throw new Error(`no sandbox of pod ${uid} runs on node ${this.name}`);
+    const running = firstValueFrom(this.events$.pipe(filter((e) => e.type === 'Running' && e.uid === uid)));
+    this.recreating.add(uid);
+    this.sync(uid);
+    await running;
+    return this.podNetns(uid)!;
   }
 
   /** Tears down every sandbox, then deletes the Node; the pods stay bound to it, as with a dead kubelet. */
@@ -450,7 +488,12 @@ export class SimulatedNode {
       return;
     }
     if (this.stopping) return;
-    sandbox ??= await this.createSandbox(pod);
+    const recreate = this.recreating.delete(uid);
+    if (!sandbox || recreate) {
+      sandbox = await this.createSandbox(pod, sandbox);
+      // init containers run in the new sandbox before the pod is Running
+      if (this.pendingMs > 0) await new Promise((resolve) => setTimeout(resolve, this.pendingMs));
+    }
     const latest = this.snapshot.get(uid);
     if (!latest || latest.metadata.deletionTimestamp) {
       // deleted while the sandbox was being made: go round again to tear it down
@@ -465,15 +508,17 @@ export class SimulatedNode {
     return this.log.child({ namespace: meta?.namespace, name: meta?.name, podUID: uid });
   }
 
-  private async createSandbox(pod: Pod): Promise<Sandbox> {
+  /** A new sandbox for `pod`; with `replacing`, that sandbox's successor, which retires it. */
+  private async createSandbox(pod: Pod, replacing?: Sandbox): Promise<Sandbox> {
     const { uid, namespace = '', name } = pod.metadata;
-    const ip = lowestFreeAddress(this.subnetIndex, this.addresses);
+    const ip = replacing?.ip ?? lowestFreeAddress(this.subnetIndex, this.addresses);
     if (!ip) throw new Error(`node ${this.name} has no free pod address in 10.244.${this.subnetIndex}.0/24`);
     this.addresses.add(ip);
+    const generation = replacing ? replacing.generation + 1 : 0;
     const containerIds = pod.spec.containers.map(() => randomBytes(32).toString('hex'));
     const segments = containerCgroupSegments(this.cgroupLayout, uid, pod.status?.qosClass ?? 'BestEffort', containerIds[0]!);
     const record: SandboxRecord = {
-      ...sandboxNames(uid),
+      ...sandboxNames(uid, generation),
       cgroups: { chain: cgroupChain(this.cgroupRoot, segments), own: 2 },
       owner: currentOwner(),
     };
@@ -493,28 +538,41 @@ export class SimulatedNode {
       });
       const started = child;
       const exited = new Promise<void>((resolve) => started.once('exit', () => resolve()));
-      const steps = [attachToFabric(record, ip), placeInCgroup(record.cgroups!.chain, started.pid!), untilReady(started)];
+      const placed = placeInCgroup(record.cgroups!.chain, started.pid!);
+      // the old sandbox holds the address until the new process is the pod's
+      const wired = replacing ? placed.then(() => this.retire(replacing)).then(() => attachToFabric(record, ip)) : attachToFabric(record, ip);
+      const steps = [wired, placed, untilReady(started)];
       await Promise.all(steps).catch(async (err: unknown) => {
         // let every step finish before the clean-up below undoes what they made
         started.kill('SIGKILL');
         await Promise.allSettled(steps);
         throw err;
       });
-      const sandbox: Sandbox = { uid, namespace, name, record, ip, pid: child.pid!, child, exited, containerIds, startTime: kubeTime() };
+      const sandbox: Sandbox = { uid, namespace, name, record, ip, pid: child.pid!, child, exited, containerIds, startTime: kubeTime(), generation, createdAt: now() };
       this.sandboxes.set(uid, sandbox);
       exited.then(() => {
         if (this.sandboxes.get(uid) === sandbox) this.podLog(uid).error({ pid: sandbox.pid }, 'pod process exited unexpectedly');
       });
-      this.podLog(uid).info({ ip, netns: record.netns, pid: child.pid, cgroup: record.cgroups!.chain[0] }, 'pod sandbox created');
+      this.podLog(uid).info({ ip, netns: record.netns, pid: child.pid, cgroup: record.cgroups!.chain[0], generation }, 'pod sandbox created');
       return sandbox;
     } catch (err) {
       child?.kill('SIGKILL');
       await destroySandbox(record).catch((cleanupErr: unknown) =>
         this.podLog(uid).error({ err: String(cleanupErr) }, 'could not clean up a failed sandbox'),
       );
-      this.addresses.delete(ip);
+      // a sandbox being replaced still holds the address until it is retired
+      if (!replacing || !this.sandboxes.has(uid)) this.addresses.delete(ip);
       throw err;
     }
+  }
+
+  /** Removes a sandbox its successor replaces: its process, veth, netns and container cgroup; the pod cgroup is the successor's now. */
+  private async retire(old: Sandbox): Promise<void> {
+    this.sandboxes.delete(old.uid);
+    old.child.kill('SIGKILL');
+    await old.exited;
+    await destroySandbox({ ...old.record, cgroups: { ...old.record.cgroups!, own: 1 } });
+    this.podLog(old.uid).info({ ip: old.ip, netns: old.record.netns, generation: old.generation }, 'pod sandbox retired');
   }
 
   private async reportRunning(pod: Pod, sandbox: Sandbox): Promise<void> {

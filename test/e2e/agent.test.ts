@@ -6,17 +6,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { agentLeaseName } from '../../agent/lease.ts';
-import type { AgentHandle } from '../../agent/main.ts';
 import { AGENT_LEASE_LABEL, liveAgentNodes, type Lease } from '../../controller/agents.ts';
 import { runController, type ControllerHandle } from '../../controller/main.ts';
 import { REASONS } from '../../crds/packetcapture.ts';
 import { kubeRequest } from '../../kube/http.ts';
 import { cgroupChain, containerCgroupSegments, placeInCgroup, removeCgroupChain, resolveCgroupLayout } from '../../local/cgroups.ts';
-import { createHost, tcpRequests, udpFlood, type Host } from '../../local/netns-host.ts';
-import { SimulatedNode } from '../../local/node.ts';
-import { cluster, useNamespace } from '../support/cluster.ts';
+import { tcpRequests, udpFlood } from '../../local/netns-host.ts';
 import {
   agentE2eAvailable,
   createBareNode,
@@ -27,73 +24,46 @@ import {
   deleteNode,
   foreignPackets,
   getCapture,
-  installCrd,
   isLinkLocalControl,
   netnsInode,
   packetCount,
   patchCaptureSpec,
   quietLog,
-  randomHostAddress,
-  randomSubnet,
   readPcap,
   sessionsOnDisk,
   startAgent,
   tcpdumpsOf,
+  useAgentOnNode,
   WAIT,
   waitSession,
 } from './support/agent-harness.ts';
 
 describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
-  const ns = useNamespace('agent');
-  const nodeName = `${ns.name}-node`;
-  let dataDir: string;
-  let node: SimulatedNode | undefined;
-  let agent: AgentHandle | undefined;
-  let host: Host | undefined;
-
-  const kc = () => cluster().kubeConfig;
+  const { ns, nodeName, kc, dataDir, node, host, agent } = useAgentOnNode('agent');
   /** the tcpdumps of this file's agent inside the netns of `podUID` */
   const tcpdumpsIn = async (podUID: string) => {
-    const sandbox = node!.podNetns(podUID);
+    const sandbox = node().podNetns(podUID);
     if (!sandbox) return [];
     const inode = await netnsInode(sandbox.netnsPath);
-    return (await tcpdumpsOf(dataDir)).filter((t) => t.netns === inode);
+    return (await tcpdumpsOf(dataDir())).filter((t) => t.netns === inode);
   };
-
-  beforeAll(async () => {
-    await installCrd(kc());
-    dataDir = await mkdtemp(join(tmpdir(), 'agent-e2e-'));
-    node = await SimulatedNode.start({ name: nodeName, kubeConfig: kc(), subnetIndex: randomSubnet(), log: quietLog() });
-    host = await createHost(`ag${randomBytes(3).toString('hex')}`, randomHostAddress());
-    agent = await startAgent({ kubeConfig: kc(), nodeName, dataDir, namespace: ns.name });
-    await agent.ready;
-  });
-
-  afterAll(async () => {
-    await agent?.stop();
-    const leftover = dataDir ? await tcpdumpsOf(dataDir) : [];
-    await node?.stop();
-    await host?.destroy();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-    expect(leftover).toEqual([]);
-  });
 
   it('captures traffic to the target instance, and every packet under its UID is to or from its IP', async () => {
     const pod = await createPod(kc(), ns.name, 'web-0', nodeName);
     await createCapture(kc(), ns.name, 'traffic', { target: { podName: 'web-0' } });
     const running = await waitSession(kc(), ns.name, 'traffic', (s) => s.podUID === pod.uid && s.state === 'Running', 'Running for web-0');
-    expect(running.path).toBe(join(dataDir, ns.name, 'traffic', pod.uid, running.id));
+    expect(running.path).toBe(join(dataDir(), ns.name, 'traffic', pod.uid, running.id));
     expect(await tcpdumpsIn(pod.uid)).toHaveLength(1);
 
-    const sent = await udpFlood(host!, pod.ip, 31000, { packets: 2000, ratePps: 2000 });
-    const http = await tcpRequests(host!, pod.ip, 80, 20);
+    const sent = await udpFlood(host(), pod.ip, 31000, { packets: 2000, ratePps: 2000 });
+    const http = await tcpRequests(host(), pod.ip, 80, 20);
     expect(http.ok).toBe(20);
     // progress reaches status while the session runs
     await waitSession(kc(), ns.name, 'traffic', (s) => s.id === running.id && (s.packets ?? 0) > 0 && (s.bytes ?? 0) > 0, 'with progress');
     await deleteCapture(kc(), ns.name, 'traffic');
     await vi.waitFor(async () => expect(await tcpdumpsIn(pod.uid)).toEqual([]), WAIT);
 
-    const sessions = await sessionsOnDisk(dataDir, ns.name, 'traffic');
+    const sessions = await sessionsOnDisk(dataDir(), ns.name, 'traffic');
     expect(sessions.map((s) => s.podUID)).toEqual([pod.uid]);
     const packets = (await Promise.all(sessions.flatMap((s) => s.files).map(readPcap))).flat();
     expect(foreignPackets(packets, pod.ip)).toEqual([]);
@@ -112,7 +82,7 @@ describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
     expect(lease.metadata.labels).toMatchObject({ [AGENT_LEASE_LABEL]: 'true' });
     expect(lease.spec).toMatchObject({ holderIdentity: nodeName, leaseDurationSeconds: 30 });
     expect(liveAgentNodes([lease], Date.now())).toEqual(new Set([nodeName]));
-    const metrics = await (await fetch(`http://127.0.0.1:${agent!.port}/metrics`)).text();
+    const metrics = await (await fetch(`http://127.0.0.1:${agent().port}/metrics`)).text();
     expect(Number(/^packetcapture_agent_sessions_started_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
     expect(metrics).toMatch(/^packetcapture_agent_sessions_ended_total\{reason="CaptureDeleted"\} [1-9]/m);
     expect(Number(/^packetcapture_agent_packets_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2000);
@@ -147,10 +117,10 @@ describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
     const pod = await createPod(kc(), ns.name, 'web-2', nodeName);
     await createCapture(kc(), ns.name, 'limit', { target: { podName: 'web-2' }, filter: { protocol: 'UDP' }, limits: { maxPackets: 50 } });
     const running = await waitSession(kc(), ns.name, 'limit', (s) => s.podUID === pod.uid && s.state === 'Running', 'Running');
-    await udpFlood(host!, pod.ip, 31001, { packets: 200, ratePps: 1000 });
+    await udpFlood(host(), pod.ip, 31001, { packets: 200, ratePps: 1000 });
     const ended = await waitSession(kc(), ns.name, 'limit', (s) => s.id === running.id && s.state === 'Ended', 'ended');
     expect(ended).toMatchObject({ endReason: REASONS.PacketLimit, packets: 50, files: 1 });
-    const [session] = await sessionsOnDisk(dataDir, ns.name, 'limit');
+    const [session] = await sessionsOnDisk(dataDir(), ns.name, 'limit');
     expect(session!.files).toHaveLength(1);
     expect(await packetCount(session!.files[0]!)).toBe(50);
     expect(await tcpdumpsIn(pod.uid)).toEqual([]);
@@ -169,7 +139,7 @@ describe.runIf(agentE2eAvailable)('agent on a simulated node', () => {
     expect(failed.message).toContain('tcp port 80 and frobnicate 7');
     expect(failed.message).toMatch(/syntax error|frobnicate/);
     expect(await tcpdumpsIn(pod.uid)).toEqual([]);
-    expect(await sessionsOnDisk(dataDir, ns.name, 'badfilter')).toEqual([]);
+    expect(await sessionsOnDisk(dataDir(), ns.name, 'badfilter')).toEqual([]);
     await deleteCapture(kc(), ns.name, 'badfilter');
   });
 

@@ -6,34 +6,24 @@
 // other instance; each old tcpdump is gone and each new one runs in the new netns; no
 // tcpdump remains once the capture is deleted.
 
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { filter } from 'rxjs';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { AgentHandle } from '../../agent/main.ts';
-import { createHost, udpFlood, type Host } from '../../local/netns-host.ts';
-import { SimulatedNode } from '../../local/node.ts';
-import { cluster, useNamespace } from '../support/cluster.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { udpFlood } from '../../local/netns-host.ts';
 import {
   agentE2eAvailable,
-  alive,
   createCapture,
   createPod,
   deleteCapture,
   deletePod,
+  exitTime,
   foreignPackets,
-  installCrd,
   netnsInode,
-  quietLog,
-  randomHostAddress,
-  randomSubnet,
+  now,
   readPcap,
   sessionsOnDisk,
-  startAgent,
   summary,
   tcpdumpsOf,
+  useAgentOnNode,
   WAIT,
   waitSession,
   type PodInstance,
@@ -42,46 +32,13 @@ import {
 
 const RECREATIONS = 20;
 const PACKETS_PER_INSTANCE = 300;
-const now = () => performance.timeOrigin + performance.now();
-
-/** Resolves with the time `pid` stopped running, polling /proc every 2 ms. */
-function exitTime(pid: number): Promise<number> {
-  return new Promise((resolve) => {
-    const poll = () => (alive(pid) ? setTimeout(poll, 2) : resolve(now()));
-    poll();
-  });
-}
 
 describe.runIf(agentE2eAvailable)('drift: a pod recreated 20 times under a running capture', () => {
-  const ns = useNamespace('drift');
-  const nodeName = `${ns.name}-node`;
-  let dataDir: string;
-  let node: SimulatedNode | undefined;
-  let agent: AgentHandle | undefined;
-  let host: Host | undefined;
-  const kc = () => cluster().kubeConfig;
-
-  beforeAll(async () => {
-    await installCrd(kc());
-    dataDir = await mkdtemp(join(tmpdir(), 'agent-drift-'));
-    node = await SimulatedNode.start({ name: nodeName, kubeConfig: kc(), subnetIndex: randomSubnet(), log: quietLog() });
-    host = await createHost(`dr${randomBytes(3).toString('hex')}`, randomHostAddress());
-    agent = await startAgent({ kubeConfig: kc(), nodeName, dataDir, namespace: ns.name });
-    await agent.ready;
-  });
-
-  afterAll(async () => {
-    await agent?.stop();
-    const leftover = dataDir ? await tcpdumpsOf(dataDir) : [];
-    await node?.stop();
-    await host?.destroy();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-    expect(leftover).toEqual([]);
-  });
+  const { ns, nodeName, kc, dataDir, node, host } = useAgentOnNode('drift');
 
   it('keeps every file bound to the instance that produced it', { timeout: 900_000 }, async () => {
     const runningAt = new Map<string, number>();
-    const events = node!.events.pipe(filter((e) => e.type === 'Running')).subscribe((e) => runningAt.set(e.uid, e.type === 'Running' ? e.runningAt : 0));
+    const events = node().events.pipe(filter((e) => e.type === 'Running')).subscribe((e) => runningAt.set(e.uid, e.type === 'Running' ? e.runningAt : 0));
     const instances = new Map<string, PodInstance & { port: number; sent: number }>();
     const squatterUIDs = new Set<string>();
     const switchMs: number[] = [];
@@ -97,16 +54,16 @@ describe.runIf(agentE2eAvailable)('drift: a pod recreated 20 times under a runni
       for (let round = 0; round <= RECREATIONS; round++) {
         const port = 32000 + round;
         // the new tcpdump runs in this instance's netns, and it is the agent's only one
-        const inode = await netnsInode(node!.podNetns(pod.uid)!.netnsPath);
+        const inode = await netnsInode(node().podNetns(pod.uid)!.netnsPath);
         const tcpdump: TcpdumpOnNode = await vi.waitFor(async () => {
-          const all = await tcpdumpsOf(dataDir);
+          const all = await tcpdumpsOf(dataDir());
           expect(all.map((t) => t.netns)).toEqual([inode]);
           return all[0]!;
         }, WAIT);
         const session = await waitSession(kc(), ns.name, 'drift', (s) => s.podUID === pod.uid && s.state === 'Running', `Running for ${pod.uid}`);
         switchMs.push(Date.parse(session.startTime!) - runningAt.get(pod.uid)!);
 
-        const { sent } = await udpFlood(host!, pod.ip, port, { packets: PACKETS_PER_INSTANCE, ratePps: 1500 });
+        const { sent } = await udpFlood(host(), pod.ip, port, { packets: PACKETS_PER_INSTANCE, ratePps: 1500 });
         instances.set(pod.uid, { ...pod, port, sent });
         if (round === RECREATIONS) break;
 
@@ -114,7 +71,7 @@ describe.runIf(agentE2eAvailable)('drift: a pod recreated 20 times under a runni
         const exited = exitTime(tcpdump.pid);
         await deletePod(kc(), ns.name, 'web-0', pod.uid);
         exitMs.push((await exited) - deleteAt);
-        await vi.waitFor(async () => expect((await tcpdumpsOf(dataDir)).map((t) => t.pid)).not.toContain(tcpdump.pid), WAIT);
+        await vi.waitFor(async () => expect((await tcpdumpsOf(dataDir())).map((t) => t.pid)).not.toContain(tcpdump.pid), WAIT);
 
         if (round % 3 === 1) {
           // another pod takes the old instance's address, and gets traffic of its own there
@@ -123,7 +80,7 @@ describe.runIf(agentE2eAvailable)('drift: a pod recreated 20 times under a runni
           expect(taker.ip).toBe(pod.ip);
           squatterUIDs.add(taker.uid);
           ipTakeovers.push(taker.ip);
-          squatter = { pod: taker, flood: udpFlood(host!, taker.ip, 33000 + round, { packets: 600, ratePps: 300 }) };
+          squatter = { pod: taker, flood: udpFlood(host(), taker.ip, 33000 + round, { packets: 600, ratePps: 300 }) };
           if (previous) {
             // its flood ends before its address can go to the next web-0
             await previous.flood;
@@ -136,14 +93,14 @@ describe.runIf(agentE2eAvailable)('drift: a pod recreated 20 times under a runni
       }
 
       await deleteCapture(kc(), ns.name, 'drift');
-      await vi.waitFor(async () => expect(await tcpdumpsOf(dataDir)).toEqual([]), WAIT);
+      await vi.waitFor(async () => expect(await tcpdumpsOf(dataDir())).toEqual([]), WAIT);
       await squatter?.flood;
     } finally {
       events.unsubscribe();
     }
 
     // every session directory is under a web-0 instance's UID and holds only its packets
-    const sessions = await sessionsOnDisk(dataDir, ns.name, 'drift');
+    const sessions = await sessionsOnDisk(dataDir(), ns.name, 'drift');
     expect(new Set(sessions.map((s) => s.podUID))).toEqual(new Set(instances.keys()));
     let sent = 0;
     let captured = 0;

@@ -33,6 +33,20 @@ describe('identities', () => {
     expect(podIPsOf(pod({ uid: A, ip: '10.244.1.9' }))).toEqual(['10.244.1.9']);
   });
 
+  it('captures a pod from the start: Pending and without an IP, its sandbox may already run (init containers)', () => {
+    const id = only(identities(snapshot(capture()), snapshot(pod({ uid: A, phase: 'Pending', ip: '' })), NODE));
+    expect(id).toMatchObject({ podUID: A, podIPs: [] });
+    expect(id).not.toHaveProperty('podIP');
+    expect(identities(snapshot(capture()), snapshot(pod({ uid: A, phase: 'Running', ip: '' })), NODE).size).toBe(1);
+  });
+
+  it.each(['Ingress', 'Egress'] as const)('lets an %s filter, which names the pod IPs, wait until the pod has them', (direction) => {
+    const pc = capture({ spec: { filter: { direction } } });
+    expect(identities(snapshot(pc), snapshot(pod({ uid: A, phase: 'Pending', ip: '' })), NODE).size).toBe(0);
+    expect(only(identities(snapshot(pc), snapshot(pod({ uid: A, phase: 'Pending', ip: '10.244.1.9' })), NODE)).podIPs).toEqual(['10.244.1.9']);
+    expect(identities(snapshot(capture({ spec: { filter: { direction: 'Both', protocol: 'UDP' } } })), snapshot(pod({ uid: A, ip: '' })), NODE).size).toBe(1);
+  });
+
   it('gives every pod a selector matches its own slot', () => {
     const pc = capture({ spec: { target: { podSelector: { matchLabels: { app: 'web' } } } } });
     const ids = identities(
@@ -45,8 +59,8 @@ describe('identities', () => {
 
   it.each([
     ['on another node', pod({ node: 'node-b' })],
-    ['not Running yet', pod({ phase: 'Pending' })],
-    ['without an IP', pod({ ip: '' })],
+    ['that Succeeded', pod({ phase: 'Succeeded' })],
+    ['that Failed', pod({ phase: 'Failed' })],
     ['terminating', pod({ deleting: true })],
     ['in another namespace', pod({ namespace: 'other' })],
     ['with another name', pod({ name: 'web-1' })],
@@ -84,6 +98,13 @@ describe('identities', () => {
       session({ id: 's2', podUID: A, generation: 1, endReason: REASONS.PacketLimit }),
     ];
     expect(identities(snapshot(capture({ generation: 2, sessions: ended })), snapshot(pod({ uid: A })), NODE).size).toBe(1);
+  });
+
+  it('keeps capturing a Once capture whose session ended because the pod\'s netns changed or went', () => {
+    for (const endReason of [REASONS.NetnsChanged, REASONS.NetnsGone]) {
+      const sessions = [session({ id: 's1', podUID: A, endReason })];
+      expect(identities(snapshot(capture({ spec: { lifecycle: 'Once' }, sessions })), snapshot(pod({ uid: A })), NODE).size).toBe(1);
+    }
   });
 
   it('keeps capturing a Once capture while its first session runs', () => {

@@ -22,30 +22,49 @@ const silent = pino({ level: 'silent' });
 
 interface FakeNode {
   deps: SessionDeps;
-  /** `<ms> start <uid8> <sessionId>` and `<ms> exit <uid8> <signal|code>` */
+  /** `<ms> start <uid8> <sessionId> net:[<inode>]` and `<ms> exit <uid8> <signal|code>` */
   processes: string[];
   live: Map<number, { podUID: string; exitByItself(exit: Partial<TcpdumpExit>): void }>;
 }
 
-/** A node whose netns lookups and tcpdumps answer in virtual time. */
+/**
+ * A node whose netns lookups and tcpdumps answer in virtual time. `sandbox` is the inode of
+ * a pod's netns at a virtual time, undefined while it has no process (default: one netns
+ * per pod, for ever); `netns` overrides the lookups by attempt.
+ */
 function fakeNode(
   scheduler: TestScheduler,
-  opts: { netns?: (podUID: string, attempt: number) => NetnsLookup; startMs?: number; startError?: CaptureError; diskFree?: () => number } = {},
+  opts: {
+    netns?: (podUID: string, attempt: number) => NetnsLookup;
+    sandbox?: (podUID: string, now: number) => number | undefined;
+    startMs?: number;
+    startError?: CaptureError;
+    diskFree?: () => number;
+  } = {},
 ): FakeNode {
   const processes: string[] = [];
   const live: FakeNode['live'] = new Map();
   const attempts = new Map<string, number>();
   let nextPid = 100;
   const stamp = () => scheduler.now();
+  const inodeOf = (podUID: string) => (opts.sandbox ? opts.sandbox(podUID, stamp()) : podUID.charCodeAt(0));
   const deps: SessionDeps = {
     dataDir: '/data',
     log: silent,
     findNetns: (podUID) => {
       const attempt = attempts.get(podUID) ?? 0;
       attempts.set(podUID, attempt + 1);
-      return of(
-        opts.netns?.(podUID, attempt) ?? { found: true, pid: 1, netnsPath: `/proc/1/ns/net`, inode: podUID.charCodeAt(0), pids: [1] },
-      );
+      const inode = inodeOf(podUID);
+      const lookup: NetnsLookup =
+        inode === undefined
+          ? { found: false, reason: REASONS.NetnsNotFound, message: `no process of pod ${podUID}` }
+          : { found: true, pid: 1, netnsPath: `/proc/1/ns/net`, inode, pids: [1] };
+      return of(opts.netns?.(podUID, attempt) ?? lookup);
+    },
+    checkNetns: (podUID, captured) => {
+      const inode = inodeOf(podUID);
+      if (inode === captured.inode) return of({ state: 'same' as const, pids: [...captured.pids] });
+      return of(inode === undefined ? { state: 'gone' as const, message: 'no process left' } : { state: 'changed' as const, message: `now in net:[${inode}]` });
     },
     compileFilter: (expression) => of(expression.includes('bogus') ? { ok: false as const, message: 'syntax error' } : { ok: true as const }),
     makeDir: () => of(undefined),
@@ -77,13 +96,14 @@ function fakeNode(
       return timer(opts.startMs ?? 0).pipe(
         map(() => {
           live.set(pid, { podUID: request.identity.podUID, exitByItself: end });
-          processes.push(`${stamp()} start ${uid8} ${request.sessionId}`);
+          processes.push(`${stamp()} start ${uid8} ${request.sessionId} net:[${request.inode}]`);
           return proc;
         }),
       );
     },
     ends: new SessionEnds(),
-    timing: { retryMs: 10, maxRetryMs: 40, pollMs: 1000, stopGraceMs: 50 },
+    // the netns is checked often, so every test also shows that a pod staying in it changes nothing
+    timing: { retryMs: 10, maxRetryMs: 40, pollMs: 1000, netnsCheckMs: 10, stopGraceMs: 50 },
   };
   return { deps, processes, live };
 }
@@ -225,6 +245,18 @@ describe('sessionUpdates', () => {
     });
   });
 
+  it('a Pending pod is captured as soon as its netns exists, and turning Running with an IP changes nothing', () => {
+    run(({ cold, scheduler }) => {
+      // the sandbox appears at 25; the pod reports Running with its IP at 40
+      const node = fakeNode(scheduler, { sandbox: (_uid, now) => (now < 25 ? undefined : 1) });
+      const pods = { p: snapshot(pod({ uid: A, phase: 'Pending', ip: '' })), r: snapshot(pod({ uid: A, ip: '10.244.1.5' })) };
+      const { log } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('p 39ms r', pods), 60);
+      // lookups at 0, 10 and 30 (backoff 10, 20)
+      expect(log).toEqual(['0 a:Pending', '0 a:Pending/NetnsNotFound', '30 a:Running', `${60 + STOP_MS} a:Ended/AgentShutdown`]);
+      expect(node.processes.filter((p) => p.includes('start'))).toHaveLength(1);
+    });
+  });
+
   it('a pod whose netns never appears is never captured, and ends with its reason when deleted', () => {
     run(({ cold, scheduler }) => {
       const node = fakeNode(scheduler, { netns: () => ({ found: false, reason: REASONS.NetnsNotFound, message: 'no process' }) });
@@ -235,6 +267,75 @@ describe('sessionUpdates', () => {
       expect(updates.at(-1)!.session.startTime).toBeUndefined();
       expect(updates.at(-1)!.session.path).toBeUndefined();
       expect(node.processes).toEqual([]);
+    });
+  });
+
+  it('a sandbox recreated under the same UID ends the session NetnsChanged and a new session captures the new netns', () => {
+    run(({ cold, scheduler }) => {
+      // the pod's netns is net:[1] until 25, then net:[2]; checked every 10
+      const node = fakeNode(scheduler, { sandbox: (_uid, now) => (now < 25 ? 1 : 2) });
+      const { log, updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 60);
+      expect(log).toEqual([
+        '0 a:Pending',
+        '0 a:Running',
+        `${30 + STOP_MS} a:Ended/NetnsChanged`,
+        `${30 + STOP_MS} a:Pending`,
+        `${30 + STOP_MS} a:Running`,
+        `${60 + STOP_MS} a:Ended/AgentShutdown`,
+      ]);
+      expect(node.processes).toEqual([
+        expect.stringMatching(/^0 start aaaaaaaa g1-aaaaaaaa-\S+ net:\[1\]$/),
+        `${30 + STOP_MS} exit aaaaaaaa SIGTERM`,
+        expect.stringMatching(/^35 start aaaaaaaa g1-aaaaaaaa-\S+ net:\[2\]$/),
+        `${60 + STOP_MS} exit aaaaaaaa SIGTERM`,
+      ]);
+      const [first, second] = [...new Set(updates.map((u) => u.session.id))];
+      expect(second).not.toBe(first);
+      expect(updates[2]!.session).toMatchObject({ id: first, podUID: A, state: 'Ended', endReason: REASONS.NetnsChanged, message: 'now in net:[2]' });
+      const paths = new Set(updates.filter((u) => u.session.path).map((u) => u.session.path));
+      expect(paths.size).toBe(2);
+    });
+  });
+
+  it('a pod with no process left ends the session NetnsGone without the watch, and the next session waits for its netns', () => {
+    run(({ cold, scheduler }) => {
+      // the pod's processes are gone from 25 to 60, then it has net:[3]
+      const node = fakeNode(scheduler, { sandbox: (_uid, now) => (now < 25 ? 1 : now < 60 ? undefined : 3) });
+      const { log, updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 100);
+      // retries after 10, then 20: at 45 still nothing, at 65 the new netns
+      expect(log).toEqual([
+        '0 a:Pending',
+        '0 a:Running',
+        '35 a:Ended/NetnsGone',
+        '35 a:Pending',
+        '35 a:Pending/NetnsNotFound',
+        '65 a:Running',
+        `${100 + STOP_MS} a:Ended/AgentShutdown`,
+      ]);
+      expect(updates[2]!.session.message).toBe('no process left');
+      expect(node.processes.filter((p) => p.includes('start'))).toEqual([expect.stringMatching(/net:\[1\]$/), expect.stringMatching(/^65 .*net:\[3\]$/)]);
+    });
+  });
+
+  it('the session waiting after NetnsGone ends with the reason the Pod watch gives', () => {
+    run(({ cold, scheduler }) => {
+      const node = fakeNode(scheduler, { sandbox: (_uid, now) => (now < 25 ? 1 : undefined) });
+      const pods = { a: snapshot(pod({ uid: A })), g: snapshot<Pod>() };
+      const { log } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a 49ms g', pods), 100);
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', '35 a:Ended/NetnsGone', '35 a:Pending', '35 a:Pending/NetnsNotFound', '50 a:Ended/PodDeleted']);
+      expect(node.live.size).toBe(0);
+    });
+  });
+
+  it("a session restarted in a new netns keeps the capture's duration, counted from its first session", () => {
+    run(({ cold, scheduler }) => {
+      const node = fakeNode(scheduler, { sandbox: (_uid, now) => (now < 15 ? 1 : 2) });
+      const spec = { limits: { duration: '40ms' } };
+      const started = session({ id: 'x', podUID: A, state: 'Running', startTime: new Date(0).toISOString() });
+      // the status with the first session's start reaches the agent at 5, after the session began
+      const pcs = { c: snapshot(capture({ spec })), s: snapshot(capture({ spec, sessions: [started] })) };
+      const { log } = drive(scheduler, node, cold('c 4ms s', pcs), cold('a', { a: snapshot(pod({ uid: A })) }), 100);
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', '25 a:Ended/NetnsChanged', '25 a:Pending', '25 a:Running', `${40 + STOP_MS} a:Ended/Duration`]);
     });
   });
 

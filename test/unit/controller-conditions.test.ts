@@ -190,6 +190,16 @@ describe('deriveStatus: phase, conditions and the kstatus verdict they give', ()
       kstatus: 'Current',
     },
     {
+      name: 'lifecycle Once is not completed by a session its pod\'s recreated sandbox ended (NetnsChanged)',
+      capture: byName({
+        lifecycle: 'Once',
+        status: { sessions: [running({ id: 'a', state: 'Ended', endReason: 'NetnsChanged' }), running({ id: 'b', state: 'Pending', reason: 'NetnsNotFound' })] },
+      }),
+      phase: 'Pending',
+      conditions: { Ready: 'False/NetnsNotFound', Reconciling: 'True/NetnsNotFound', TargetResolved: 'True/PodFound', Capturing: 'False/NetnsNotFound' },
+      kstatus: 'InProgress',
+    },
+    {
       name: 'every target having reached maxPackets completes the capture',
       capture: byName({ limits: { maxPackets: 10 }, status: { sessions: [running({ state: 'Ended', endReason: 'PacketLimit' })] } }),
       phase: 'Completed',

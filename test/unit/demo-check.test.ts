@@ -53,6 +53,16 @@ describe('checkFile', () => {
 
   it('counts a packet of an address that is neither the pod nor a traffic source as foreign', () => {
     expect(checkFile([{ src: '10.244.1.3', dst: CLIENT, uids: [] }], OLD, [CLIENT]).foreign).toBe(1);
+    expect(checkFile([{ src: OLD.ip, dst: '10.244.1.3', uids: [] }], OLD, [CLIENT]).foreign).toBe(1);
+    expect(checkFile([{ src: '10.244.1.3', dst: '224.0.0.22', uids: [] }], OLD, [CLIENT]).foreign).toBe(1);
+  });
+
+  it("takes the pod netns's own link control (IGMP and MLD reports as its interface comes up) for the pod's", () => {
+    const own = [
+      { src: '0.0.0.0', dst: '224.0.0.22', uids: [] },
+      { src: '::', dst: 'ff02::16', uids: [] },
+    ];
+    expect(checkFile(own, OLD, [CLIENT]).foreign).toBe(0);
   });
 });
 

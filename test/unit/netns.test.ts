@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cgroupNamesPod, findPodNetns } from '../../agent/netns.ts';
+import { cgroupNamesPod, findPodNetns, recheckPodNetns } from '../../agent/netns.ts';
 
 const U = '6f1c7f0e-3b1a-4d2c-9e55-0a1b2c3d4e5f';
 const U_ = U.replaceAll('-', '_');
@@ -52,48 +52,58 @@ describe('cgroupNamesPod', () => {
   });
 });
 
-// A fake /proc: <pid>/cgroup files and <pid>/ns/net links to files whose inodes stand for
-// network namespaces (stat follows the link, as it does for nsfs).
-describe('findPodNetns', () => {
-  let proc: string;
-  let namespaces: string;
-
+/**
+ * A fake /proc for each test of the calling describe: <pid>/cgroup files and <pid>/ns/net
+ * links to files whose inodes stand for the network namespaces `netnsNames` (stat follows
+ * the link, as it does for nsfs).
+ */
+function useFakeProc(netnsNames: readonly string[]) {
+  const dirs = { proc: '', namespaces: '' };
   beforeEach(async () => {
-    proc = await mkdtemp(join(tmpdir(), 'netns-proc-'));
-    namespaces = await mkdtemp(join(tmpdir(), 'netns-ns-'));
-    await Promise.all(['pod-a', 'pod-a-debug', 'host'].map((ns) => writeFile(join(namespaces, ns), '')));
+    dirs.proc = await mkdtemp(join(tmpdir(), 'netns-proc-'));
+    dirs.namespaces = await mkdtemp(join(tmpdir(), 'netns-ns-'));
+    await Promise.all(netnsNames.map((ns) => writeFile(join(dirs.namespaces, ns), '')));
   });
   afterEach(async () => {
-    await rm(proc, { recursive: true, force: true });
-    await rm(namespaces, { recursive: true, force: true });
+    await rm(dirs.proc, { recursive: true, force: true });
+    await rm(dirs.namespaces, { recursive: true, force: true });
   });
+  return {
+    root: () => dirs.proc,
+    inode: async (netns: string) => (await stat(join(dirs.namespaces, netns))).ino,
+    async processOf(pid: number, cgroup: string, netns?: string) {
+      await mkdir(join(dirs.proc, String(pid), 'ns'), { recursive: true });
+      await writeFile(join(dirs.proc, String(pid), 'cgroup'), cgroup);
+      if (netns) await symlink(join(dirs.namespaces, netns), join(dirs.proc, String(pid), 'ns', 'net'));
+    },
+  };
+}
 
-  async function processOf(pid: number, cgroup: string, netns?: string) {
-    await mkdir(join(proc, String(pid), 'ns'), { recursive: true });
-    await writeFile(join(proc, String(pid), 'cgroup'), cgroup);
-    if (netns) await symlink(join(namespaces, netns), join(proc, String(pid), 'ns', 'net'));
-  }
-  const inPod = (uid: string) => `0::/kubepods.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice/cri-containerd-${CONTAINER}.scope\n`;
+const inPod = (uid: string) => `0::/kubepods.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice/cri-containerd-${CONTAINER}.scope\n`;
+
+describe('findPodNetns', () => {
+  const fake = useFakeProc(['pod-a', 'pod-a-debug', 'host']);
+  const { processOf } = fake;
 
   it("finds the netns every process of the pod shares, with the pod's pids", async () => {
     await processOf(1, '0::/init.scope\n', 'host');
     await processOf(40, inPod(U), 'pod-a');
     await processOf(7, inPod(U), 'pod-a');
     await processOf(99, inPod(`${U}0`), 'host');
-    await mkdir(join(proc, 'self'));
+    await mkdir(join(fake.root(), 'self'));
 
-    const lookup = await findPodNetns(U, { procRoot: proc });
+    const lookup = await findPodNetns(U, { procRoot: fake.root() });
 
-    expect(lookup).toMatchObject({ found: true, pid: 7, pids: [7, 40], netnsPath: join(proc, '7', 'ns', 'net') });
+    expect(lookup).toMatchObject({ found: true, pid: 7, pids: [7, 40], netnsPath: join(fake.root(), '7', 'ns', 'net') });
     if (!lookup.found) throw new Error('unreachable');
-    expect(lookup.inode).toBe((await stat(join(namespaces, 'pod-a'))).ino);
+    expect(lookup.inode).toBe(await fake.inode('pod-a'));
   });
 
   it('says the pod has no process here when no cgroup names it', async () => {
     await processOf(1, '0::/init.scope\n', 'host');
     await processOf(12, inPod(`${U}0`), 'pod-a');
 
-    expect(await findPodNetns(U, { procRoot: proc })).toEqual({
+    expect(await findPodNetns(U, { procRoot: fake.root() })).toEqual({
       found: false,
       reason: 'NetnsNotFound',
       message: `no process of pod ${U} in this node's cgroups; is the pod running on this node?`,
@@ -104,7 +114,7 @@ describe('findPodNetns', () => {
     await processOf(40, inPod(U), 'pod-a');
     await processOf(41, inPod(U), 'pod-a-debug');
 
-    const lookup = await findPodNetns(U, { procRoot: proc });
+    const lookup = await findPodNetns(U, { procRoot: fake.root() });
 
     expect(lookup).toMatchObject({ found: false, reason: 'NetnsMismatch' });
     if (lookup.found) throw new Error('unreachable');
@@ -116,7 +126,7 @@ describe('findPodNetns', () => {
     await processOf(1, '0::/init.scope\n', 'host');
     await processOf(40, inPod(U), 'host');
 
-    const lookup = await findPodNetns(U, { procRoot: proc });
+    const lookup = await findPodNetns(U, { procRoot: fake.root() });
 
     expect(lookup).toMatchObject({ found: false, reason: 'HostNetwork' });
     if (lookup.found) throw new Error('unreachable');
@@ -127,6 +137,50 @@ describe('findPodNetns', () => {
     await processOf(40, inPod(U), 'pod-a');
     await processOf(41, inPod(U)); // no ns/net: gone mid-scan
 
-    expect(await findPodNetns(U, { procRoot: proc })).toMatchObject({ found: true, pid: 40, pids: [40] });
+    expect(await findPodNetns(U, { procRoot: fake.root() })).toMatchObject({ found: true, pid: 40, pids: [40] });
+  });
+});
+
+describe('recheckPodNetns', () => {
+  const fake = useFakeProc(['old', 'new', 'other']);
+  const { processOf, inode } = fake;
+
+  it('keeps the known pids that still live in the captured netns, without a scan', async () => {
+    await processOf(40, inPod(U), 'old');
+    await processOf(41, inPod(U), 'old');
+    // a process of the pod the session does not know, elsewhere: only a scan would see it
+    await processOf(50, inPod(U), 'new');
+
+    expect(await recheckPodNetns(U, { inode: await inode('old'), pids: [40, 41, 42] }, { procRoot: fake.root() })).toEqual({ state: 'same', pids: [40, 41] });
+  });
+
+  it("does not count a known pid reused by another pod's process in the same netns inode", async () => {
+    await processOf(40, inPod(`${U}0`), 'old');
+
+    expect(await recheckPodNetns(U, { inode: await inode('old'), pids: [40] }, { procRoot: fake.root() })).toMatchObject({ state: 'gone' });
+  });
+
+  it('scans when no known pid is left: the pod still in the captured netns is the same', async () => {
+    await processOf(60, inPod(U), 'old');
+
+    expect(await recheckPodNetns(U, { inode: await inode('old'), pids: [40] }, { procRoot: fake.root() })).toEqual({ state: 'same', pids: [60] });
+  });
+
+  it('says the netns changed when the pod now lives in another one (sandbox recreated)', async () => {
+    await processOf(40, inPod(U), 'new');
+    const old = await inode('old');
+
+    const check = await recheckPodNetns(U, { inode: old, pids: [40] }, { procRoot: fake.root() });
+
+    expect(check).toEqual({
+      state: 'changed',
+      message: `pod ${U}'s processes now live in net:[${await inode('new')}], not in the captured net:[${old}]: its sandbox was recreated; a new session captures there`,
+    });
+  });
+
+  it('says the netns is gone when the pod has no process left', async () => {
+    await processOf(70, inPod(`${U}0`), 'other');
+
+    expect(await recheckPodNetns(U, { inode: await inode('old'), pids: [40] }, { procRoot: fake.root() })).toMatchObject({ state: 'gone' });
   });
 });

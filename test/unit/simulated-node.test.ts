@@ -131,6 +131,13 @@ describe('sandboxNames', () => {
 
   it('keeps the veth within the 15-character interface name limit', () => {
     expect(sandboxNames(UID).veth.length).toBeLessThanOrEqual(15);
+    expect(sandboxNames(UID, 3).veth.length).toBeLessThanOrEqual(15);
+  });
+
+  it('gives a recreated sandbox names of its own, which cleanupStale() still recognises', () => {
+    const names = [0, 1, 2].map((generation) => sandboxNames(UID, generation));
+    expect(new Set(names.map((n) => n.netns)).size).toBe(3);
+    for (const n of names) expect(isOurNetns(n.netns)).toBe(true);
   });
 });
 

@@ -2,18 +2,23 @@
 // tcpdump processes of one data dir, and capture files read back with tshark.
 
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { accessSync, constants, readFileSync } from 'node:fs';
-import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
-import { vi } from 'vitest';
+import { afterAll, beforeAll, expect, vi } from 'vitest';
 import { runAgent, type AgentHandle, type AgentOptions } from '../../../agent/main.ts';
 import { CRD_NAME, packetCaptureCrd } from '../../../crds/crd.ts';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec, type SessionStatus } from '../../../crds/packetcapture.ts';
 import { isNotFound, kubeRequest, MERGE_PATCH } from '../../../kube/http.ts';
-import { apply, controlPlaneAvailable, waitEstablished, type KubeObject } from '../../support/cluster.ts';
+import { createHost, type Host } from '../../../local/netns-host.ts';
+import { SimulatedNode, type SimulatedNodeOptions } from '../../../local/node.ts';
+import { foreignFrames, namesNoHost, type Frame } from '../../../local/packets.ts';
+import { apply, cluster, controlPlaneAvailable, useNamespace, waitEstablished, type KubeObject, type TestNamespace } from '../../support/cluster.ts';
 import { requireOrSkip } from '../../support/require.ts';
 
 const exec = promisify(execFile);
@@ -68,7 +73,7 @@ interface PodObject {
   status?: { phase?: string; podIP?: string };
 }
 
-const podPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/pods/${name}`;
+export const podPath = (ns: string, name: string) => `/api/v1/namespaces/${ns}/pods/${name}`;
 
 /** Creates a pod bound to `node` (no scheduler) and waits until it runs with an IP. */
 export async function createPod(
@@ -78,6 +83,11 @@ export async function createPod(
   node: string,
   labels: Record<string, string> = { app: 'web' },
 ): Promise<PodInstance> {
+  return waitRunning(kc, ns, name, await postPod(kc, ns, name, node, labels));
+}
+
+/** Creates a pod bound to `node` (no scheduler) and returns its UID at once, while it is Pending. */
+export async function postPod(kc: KubeConfig, ns: string, name: string, node: string, labels: Record<string, string> = { app: 'web' }): Promise<string> {
   const created = await kubeRequest<PodObject>(kc, 'POST', `/api/v1/namespaces/${ns}/pods`, {
     body: {
       apiVersion: 'v1',
@@ -90,7 +100,7 @@ export async function createPod(
       },
     },
   });
-  return waitRunning(kc, ns, name, created.metadata.uid);
+  return created.metadata.uid;
 }
 
 export async function waitRunning(kc: KubeConfig, ns: string, name: string, uid: string): Promise<PodInstance> {
@@ -213,6 +223,52 @@ export function startAgent(opts: Pick<AgentOptions, 'kubeConfig' | 'nodeName' | 
   });
 }
 
+export interface AgentOnNode {
+  ns: TestNamespace;
+  nodeName: string;
+  kc(): KubeConfig;
+  /** the agent's data dir */
+  dataDir(): string;
+  node(): SimulatedNode;
+  host(): Host;
+  agent(): AgentHandle;
+}
+
+/**
+ * For one test file: its namespace, a simulated node, a traffic host on the bridge and an
+ * agent (startAgent) for that node, made in beforeAll; afterAll removes them all and fails
+ * the file if a tcpdump of the agent's data dir outlived the agent.
+ */
+export function useAgentOnNode(prefix: string, nodeOptions: Pick<SimulatedNodeOptions, 'pendingMs'> = {}): AgentOnNode {
+  const ns = useNamespace(prefix);
+  const nodeName = `${ns.name}-node`;
+  const kc = () => cluster().kubeConfig;
+  let dataDir: string | undefined;
+  let node: SimulatedNode | undefined;
+  let host: Host | undefined;
+  let agent: AgentHandle | undefined;
+
+  beforeAll(async () => {
+    await installCrd(kc());
+    dataDir = await mkdtemp(join(tmpdir(), `agent-${prefix}-`));
+    node = await SimulatedNode.start({ name: nodeName, kubeConfig: kc(), subnetIndex: randomSubnet(), log: quietLog(), ...nodeOptions });
+    host = await createHost(`${prefix.slice(0, 2)}${randomBytes(3).toString('hex')}`, randomHostAddress());
+    agent = await startAgent({ kubeConfig: kc(), nodeName, dataDir, namespace: ns.name });
+    await agent.ready;
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    const leftover = dataDir ? await tcpdumpsOf(dataDir) : [];
+    await node?.stop();
+    await host?.destroy();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    expect(leftover).toEqual([]);
+  });
+
+  return { ns, nodeName, kc, dataDir: () => dataDir!, node: () => node!, host: () => host!, agent: () => agent! };
+}
+
 // ---- processes ---------------------------------------------------------------------
 
 export interface TcpdumpOnNode {
@@ -243,6 +299,17 @@ export async function tcpdumpsOf(dataDir: string): Promise<TcpdumpOnNode[]> {
 }
 
 export const netnsInode = async (path: string): Promise<number> => (await stat(path)).ino;
+
+/** Epoch milliseconds with sub-millisecond precision, on the clock of Date. */
+export const now = (): number => performance.timeOrigin + performance.now();
+
+/** Resolves with the time `pid` stopped running, polling /proc every 2 ms. */
+export function exitTime(pid: number): Promise<number> {
+  return new Promise((resolve) => {
+    const poll = () => (alive(pid) ? setTimeout(poll, 2) : resolve(now()));
+    poll();
+  });
+}
 
 /** Whether `pid` runs (a zombie does not). */
 export const alive = (pid: number): boolean => {
@@ -277,14 +344,11 @@ export async function sessionsOnDisk(dataDir: string, ns: string, name: string):
   return result;
 }
 
-export interface Packet {
+export interface Packet extends Frame {
   /** every IPv4 address in the frame, outer and quoted (ICMP errors quote the datagram) */
   ips: string[];
   /** destination ports of every UDP header in the frame, outer and quoted */
   udpDstPorts: number[];
-  arpIps: string[];
-  /** 1 request, 2 reply */
-  arpOpcode?: number;
   ipv6: string[];
   protocols: string;
   time: number;
@@ -302,9 +366,12 @@ export async function readPcap(file: string): Promise<Packet[]> {
     .filter(Boolean)
     .map((line) => {
       const [time, protocols, src, dst, dport, arpSrc, arpDst, src6, dst6, opcode] = line.split('\t');
+      // the first occurrence of a field is the outer header's
+      const outer = list(src).length > 0 ? { src: list(src)[0], dst: list(dst)[0] } : { src: list(src6)[0], dst: list(dst6)[0] };
       return {
         time: Number(time),
         protocols: protocols ?? '',
+        ...(outer.src !== undefined && outer.dst !== undefined ? { src: outer.src, dst: outer.dst } : {}),
         ips: [...list(src), ...list(dst)],
         udpDstPorts: list(dport).map(Number),
         arpIps: [...list(arpSrc), ...list(arpDst)],
@@ -321,28 +388,14 @@ export async function packetCount(file: string): Promise<number> {
 
 /**
  * IPv6 link-local control traffic (MLD reports, neighbour discovery: from :: or fe80::/10
- * to ff02::/16). The simulated pods have IPv4 addresses only, but their kernels still
- * join multicast groups; such a frame names no pod and never leaves the link.
+ * to a multicast group). The simulated pods have IPv4 addresses only, but their kernels
+ * still join multicast groups; such a frame names no pod and never leaves the link.
  */
 export const isLinkLocalControl = (p: Packet): boolean =>
-  p.ips.length === 0 &&
-  p.ipv6.length === 2 &&
-  (p.ipv6[0] === '::' || p.ipv6[0]!.startsWith('fe80:')) &&
-  p.ipv6[1]!.startsWith('ff02:');
+  p.ips.length === 0 && p.src !== undefined && p.dst !== undefined && namesNoHost(p.src, p.dst);
 
-/**
- * The packets of a file that do not belong to the instance with `ip`: an IPv4 packet
- * neither from nor to it, an ARP reply not about it, or anything else except link-level
- * control traffic every port of the bridge receives: ARP requests (broadcast whenever
- * they are not about this pod's address) and IPv6 link-local control frames.
- */
-export function foreignPackets(packets: Packet[], ip: string): Packet[] {
-  return packets.filter((p) => {
-    if (p.ips.length > 0) return !p.ips.slice(0, 2).includes(ip);
-    if (p.arpIps.length > 0) return !p.arpIps.includes(ip) && p.arpOpcode !== 1;
-    return !isLinkLocalControl(p);
-  });
-}
+/** The packets of a file that do not belong to the instance with `ip` (local/packets.ts has the rule). */
+export const foreignPackets = (packets: Packet[], ip: string): Packet[] => foreignFrames(packets, ip);
 
 // ---- numbers -----------------------------------------------------------------------
 
