@@ -99,6 +99,13 @@ export interface SessionTiming {
   /** first netns retry delay; doubles up to maxRetryMs */
   retryMs: number;
   maxRetryMs: number;
+  /**
+   * For this long after a session is made, a netns not found yet is looked for every
+   * startupRetryMs instead: a pod's sandbox appears a few hundred ms after it is scheduled,
+   * and its first packets (init containers) follow at once, before a backoff would look again.
+   */
+  startupWindowMs: number;
+  startupRetryMs: number;
   /** how often a running session's files and counters are read */
   pollMs: number;
   /** how often a running session checks that its pod still lives in the netns it captures */
@@ -107,7 +114,15 @@ export interface SessionTiming {
   stopGraceMs: number;
 }
 
-export const SESSION_TIMING: SessionTiming = { retryMs: 500, maxRetryMs: 10_000, pollMs: 1500, netnsCheckMs: 1000, stopGraceMs: 2000 };
+export const SESSION_TIMING: SessionTiming = {
+  retryMs: 500,
+  maxRetryMs: 10_000,
+  startupWindowMs: 5000,
+  startupRetryMs: 50,
+  pollMs: 1500,
+  netnsCheckMs: 1000,
+  stopGraceMs: 2000,
+};
 
 /**
  * Below this much free space a running session is stopped as DiskFull: tcpdump does not
@@ -270,6 +285,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
   return new Observable<SessionUpdate>((subscriber) => {
     const scheduler = deps.scheduler ?? asyncScheduler;
     const timing = { ...SESSION_TIMING, ...deps.timing };
+    const createdAt = scheduler.now();
     const capture: CaptureRef = { uid: identity.pcUID, namespace: identity.namespace, name: identity.name };
     const id = newSessionId(identity, scheduler.now());
     const dir = sessionDir(deps.dataDir, identity.namespace, identity.name, identity.podUID, id);
@@ -322,10 +338,13 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       else if (err instanceof RangeError) fail(REASONS.InvalidSpec, err.message);
       else fail(REASONS.Error, err instanceof Error ? err.message : String(err));
     };
+    let backoffs = 0;
     const retryLater = (attempt: number, reason: Reason, message: string) => {
-      if (entry.reason !== reason) log.warn({ reason, message }, 'not capturing yet');
+      const starting = scheduler.now() - createdAt < timing.startupWindowMs;
+      // a pod being started has no sandbox for a moment: only a wait past that is worth a warning
+      if (entry.reason !== reason) log[starting ? 'debug' : 'warn']({ reason, message }, 'not capturing yet');
       publish({ state: 'Pending', reason, message });
-      const delay = Math.min(timing.retryMs * 2 ** attempt, timing.maxRetryMs);
+      const delay = starting ? timing.startupRetryMs : Math.min(timing.retryMs * 2 ** backoffs++, timing.maxRetryMs);
       work.add(timer(delay, scheduler).subscribe(() => resolve(attempt + 1)));
     };
 

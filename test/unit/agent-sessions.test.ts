@@ -103,7 +103,7 @@ function fakeNode(
     },
     ends: new SessionEnds(),
     // the netns is checked often, so every test also shows that a pod staying in it changes nothing
-    timing: { retryMs: 10, maxRetryMs: 40, pollMs: 1000, netnsCheckMs: 10, stopGraceMs: 50 },
+    timing: { retryMs: 10, maxRetryMs: 40, startupWindowMs: 0, startupRetryMs: 5, pollMs: 1000, netnsCheckMs: 10, stopGraceMs: 50 },
   };
   return { deps, processes, live };
 }
@@ -255,6 +255,22 @@ describe('sessionUpdates', () => {
       expect(log).toEqual(['0 a:Pending', '0 a:Pending/NetnsNotFound', '30 a:Running', `${60 + STOP_MS} a:Ended/AgentShutdown`]);
       expect(node.processes.filter((p) => p.includes('start'))).toHaveLength(1);
     });
+  });
+
+  it('a pod being started is looked for every startupRetryMs during the startup window, then with backoff', () => {
+    const runningAt = (sandboxAt: number) => {
+      let log: string[] = [];
+      run(({ cold, scheduler }) => {
+        const node = fakeNode(scheduler, { sandbox: (_uid, now) => (now < sandboxAt ? undefined : 1) });
+        node.deps.timing = { ...node.deps.timing, startupWindowMs: 20, startupRetryMs: 5 };
+        log = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('p', { p: snapshot(pod({ uid: A, phase: 'Pending', ip: '' })) }), 70).log;
+      });
+      return log[2];
+    };
+    // lookups at 0, 5, 10, 15: the sandbox of 12 ms is captured at 15, not at the backoff's 30
+    expect(runningAt(12)).toBe('15 a:Running');
+    // past the window (20): 20, then backoff 10 and 20, so a sandbox of 31 ms is found at 50
+    expect(runningAt(31)).toBe('50 a:Running');
   });
 
   it('a pod whose netns never appears is never captured, and ends with its reason when deleted', () => {
