@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Three suites, one command: `npm test` runs them all. Integration and e2e need a real
+// Four suites, one command: `npm test` runs them all. Integration and e2e need a real
 // control plane (built once, cached) and root for network namespaces; outside CI a suite
 // that cannot run prints why and skips, under CI=true it fails instead (test/support/require.ts).
 // Both share ONE control plane per run (test/support/control-plane-setup.ts), started
@@ -37,6 +37,18 @@ export default defineConfig({
           globalSetup: ['test/support/control-plane-setup.ts'],
           testTimeout: 300_000,
           hookTimeout: 300_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // A real kubelet + containerd node running dist/ (local/real-node.ts): after e2e,
+        // whose simulated nodes it must never run next to unless their cgroup roots differ
+        test: {
+          name: 'real-node',
+          include: ['test/real-node/**/*.test.ts'],
+          sequence: { groupOrder: 3 },
+          testTimeout: 300_000,
+          hookTimeout: 900_000,
           fileParallelism: false,
         },
       },

@@ -1,7 +1,8 @@
 // The node agent, one per node. It runs tcpdump inside pods' network namespaces, so it
 // needs the host's process table (hostPID) and a few capabilities, but not privileged
 // mode: NET_ADMIN and NET_RAW to capture, SYS_ADMIN to enter another network namespace,
-// SYS_PTRACE to open /proc/<pid>/ns/net of processes it does not own. It runs as root
+// SYS_PTRACE to open /proc/<pid>/ns/net of processes it does not own, SETUID and SETGID
+// for tcpdump's own change of ids (below). It runs as root
 // because those checks are made against the pods' root-owned processes.
 
 import { ApiObject, JsonPatch, Size } from 'cdk8s';
@@ -96,7 +97,10 @@ export class Agent extends Construct {
         readOnlyRootFilesystem: true,
         capabilities: {
           drop: [Capability.ALL],
-          add: [Capability.NET_ADMIN, Capability.NET_RAW, Capability.SYS_ADMIN, Capability.SYS_PTRACE],
+          // SETUID and SETGID: tcpdump built with a default user (Debian's) changes its ids
+          // even when told to stay root (`-Z root` still calls initgroups and setuid), and
+          // fails without them (measured on a real kubelet + containerd node)
+          add: [Capability.NET_ADMIN, Capability.NET_RAW, Capability.SYS_ADMIN, Capability.SYS_PTRACE, Capability.SETUID, Capability.SETGID],
         },
       },
       volumeMounts: [

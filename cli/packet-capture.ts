@@ -1,8 +1,9 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_DATA_DIR } from '../crds/packetcapture.ts';
 import { parseDuration, parseQuantity } from '../crds/units.ts';
-import { loadKubeConfig } from '../kube/client.ts';
 import { createLogger } from '../kube/log.ts';
+// Only light modules above: the components and @kubernetes/client-node (0.6 s to load) are
+// imported by each command after it handles SIGTERM (see untilSignal).
 
 const SYSTEM_NAMESPACE = process.env.POD_NAMESPACE ?? 'packet-capture-system';
 
@@ -23,7 +24,12 @@ const parsed =
     }
   };
 
-/** Resolves when the process is asked to stop; the component then tears its streams down. */
+/**
+ * Resolves when the process is asked to stop; the component then tears its streams down.
+ * Call it first, before any slow start-up work: as PID 1 in a container a SIGTERM that no
+ * listener takes is lost (Node's native handler re-raises it, and PID 1 ignores signals left
+ * at their default), so until this runs the pod could only be SIGKILLed.
+ */
 const untilSignal = () =>
   new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -42,6 +48,8 @@ program
   .option('--leader-elect', 'take a Lease before writing, so several replicas are safe', false)
   .option('--metrics-port <port>', '/healthz, /readyz, /metrics', port, 8080)
   .action(async (opts: { kubeconfig?: string; namespace: string; leaderElect: boolean; metricsPort: number }) => {
+    const stopping = untilSignal();
+    const { loadKubeConfig } = await import('../kube/client.ts');
     const { runController } = await import('../controller/main.ts');
     const log = createLogger('controller');
     const handle = await runController({
@@ -51,7 +59,7 @@ program
       metricsPort: opts.metricsPort,
       log,
     });
-    log.info({ signal: await untilSignal() }, 'stopping');
+    log.info({ signal: await stopping }, 'stopping');
     await handle.stop();
   });
 
@@ -77,6 +85,8 @@ program
       retention: number;
       diskCap?: number;
     }) => {
+      const stopping = untilSignal();
+      const { loadKubeConfig } = await import('../kube/client.ts');
       const { runAgent } = await import('../agent/main.ts');
       const log = createLogger('agent', { node: opts.nodeName });
       const handle = await runAgent({
@@ -92,7 +102,7 @@ program
         pod: process.env.POD_NAME ? { name: process.env.POD_NAME, namespace: process.env.POD_NAMESPACE ?? opts.namespace } : undefined,
         log,
       });
-      log.info({ signal: await untilSignal() }, 'stopping');
+      log.info({ signal: await stopping }, 'stopping');
       await handle.stop();
     },
   );
@@ -131,7 +141,8 @@ program
   .option('--local', 'start the embedded cluster even when a cluster is configured', false)
   .option('--data-dir <dir>', "the agents' capture files, one directory per node", '.local/data')
   .option('--node-name <name>', 'with --kubeconfig: the node this machine is (default: its hostname)')
-  .action(async (opts: { nodes: number; kubeconfig?: string; local: boolean; dataDir: string; nodeName?: string }) => {
+  .option('--real-node', 'one real node (kubelet + containerd, built once) running the shipped image and dist/, instead of simulated nodes', false)
+  .action(async (opts: { nodes: number; kubeconfig?: string; local: boolean; dataDir: string; nodeName?: string; realNode: boolean }) => {
     const { runStart } = await import('../local/start.ts');
     await local(() => runStart(opts));
   });

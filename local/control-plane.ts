@@ -22,6 +22,7 @@ const run = promisify(execFile);
 const BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'] as const;
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BINARIES_SCRIPT = join(REPO_ROOT, 'scripts', 'control-plane-binaries');
+export const SERVICE_CIDR = '10.96.0.0/16';
 const SERVICE_ACCOUNT_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 const CLUSTER_NAME = 'packet-capture-local';
 const STOP_GRACE_MS = 10_000;
@@ -34,13 +35,14 @@ export class BinariesUnavailable extends Error {
 }
 
 /**
- * The directory holding etcd, kube-apiserver, ... as printed on the last stdout line of
- * scripts/control-plane-binaries (which honours KUBEBUILDER_ASSETS and otherwise builds
- * once from source into a cache). Its progress goes to our stderr: a first build takes minutes.
+ * The directory a build script in scripts/ printed on its last stdout line, checked to hold
+ * `required`. The scripts honour overrides (KUBEBUILDER_ASSETS, NODE_BINARIES_DIR, ...) and
+ * otherwise build once into a cache; their progress goes to our stderr, as a first build
+ * takes minutes.
  */
-export async function controlPlaneBinaries(): Promise<string> {
-  if (!existsSync(BINARIES_SCRIPT)) throw new BinariesUnavailable(`${BINARIES_SCRIPT} does not exist`);
-  const child = spawn(BINARIES_SCRIPT, [], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+export async function scriptOutputDir(script: string, required: readonly string[]): Promise<string> {
+  if (!existsSync(script)) throw new BinariesUnavailable(`${script} does not exist`);
+  const child = spawn(script, [], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
   let out = '';
   let progress = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
@@ -54,15 +56,18 @@ export async function controlPlaneBinaries(): Promise<string> {
   });
   if (code !== 0) {
     const why = progress.trim().split('\n').at(-1) ?? '';
-    throw new BinariesUnavailable(`${BINARIES_SCRIPT} failed (${code}): ${why}`);
+    throw new BinariesUnavailable(`${script} failed (${code}): ${why}`);
   }
   const dir = out.trim().split('\n').at(-1)?.trim() ?? '';
-  const missing = BINARIES.filter((b) => !existsSync(join(dir, b)));
+  const missing = required.filter((b) => !existsSync(join(dir, b)));
   if (!dir || missing.length > 0) {
-    throw new BinariesUnavailable(`${BINARIES_SCRIPT} printed "${dir}", which lacks ${missing.join(', ')}`);
+    throw new BinariesUnavailable(`${script} printed "${dir}", which lacks ${missing.join(', ')}`);
   }
   return dir;
 }
+
+/** etcd, kube-apiserver, ... from scripts/control-plane-binaries. */
+export const controlPlaneBinaries = (): Promise<string> => scriptOutputDir(BINARIES_SCRIPT, BINARIES);
 
 /** Everything needed to reach a running control plane; plain data, so it can cross processes. */
 export interface ControlPlaneInfo {
@@ -104,6 +109,12 @@ export interface ControlPlane extends ControlPlaneInfo, ControlPlaneClients {
 export interface ControlPlaneOptions {
   /** Also run kube-controller-manager and kube-scheduler. */
   controllers?: boolean;
+  /**
+   * Run the node lifecycle controller too: for real kubelets, whose heartbeats it watches
+   * and whose `not-ready` taint it lifts. Simulated nodes post no heartbeats, so with it
+   * their pods would be evicted as unreachable.
+   */
+  nodeLifecycle?: boolean;
   /** Where to write the admin kubeconfig; default: inside the data dir. */
   kubeconfigPath?: string;
   /** Directory with the binaries; default: controlPlaneBinaries(). */
@@ -221,7 +232,7 @@ function httpsGet(url: string, tls: TlsProbe): Promise<{ status: number; body: s
   });
 }
 
-async function logTail(path: string, lines = 30): Promise<string> {
+export async function logTail(path: string, lines = 30): Promise<string> {
   const text = await readFile(path, 'utf8').catch(() => '');
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
@@ -232,7 +243,8 @@ const DEATH_SIGNAL_PREFIX = process.platform === 'linux' && existsSync('/usr/bin
   ? ['/usr/bin/setpriv', '--pdeathsig', 'KILL', '--']
   : [];
 
-class Component {
+/** A long-running child process with its own log file, killed by the kernel if we die. */
+export class Component {
   readonly exit: Promise<void>;
   exited = false;
   exitDescription = '';
@@ -257,11 +269,11 @@ class Component {
     });
   }
 
-  static start(name: string, binary: string, args: string[], logPath: string): Component {
+  static start(name: string, binary: string, args: string[], logPath: string, env?: NodeJS.ProcessEnv): Component {
     const [command, ...prefix] = [...DEATH_SIGNAL_PREFIX, binary];
     const log = openSync(logPath, 'a');
     try {
-      const child = spawn(command!, [...prefix, ...args], { stdio: ['ignore', log, log], detached: false });
+      const child = spawn(command!, [...prefix, ...args], { stdio: ['ignore', log, log], detached: false, env: env ?? process.env });
       return new Component(name, logPath, child);
     } finally {
       closeSync(log);
@@ -518,10 +530,17 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       `--service-account-key-file=${pki.serviceAccount.publicKey}`,
       `--service-account-signing-key-file=${pki.serviceAccount.privateKey}`,
       `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
-      // Node authorization needs kubelets with node identities; there are none here
-      '--authorization-mode=RBAC',
-      // nothing routes service IPs here, but the API server needs a range to allocate from
-      '--service-cluster-ip-range=10.96.0.0/16',
+      // Node: a real kubelet (local/real-node.ts) reads its pods' secrets and writes its
+      // Node with its node identity; RBAC alone forbids it (simulated nodes write as admin)
+      '--authorization-mode=Node,RBAC',
+      // logs, exec and nodes/proxy of a real kubelet: it serves with a certificate of our CA
+      // and authorizes us by webhook, so the admin identity is what it sees
+      `--kubelet-client-certificate=${pki.admin.cert}`,
+      `--kubelet-client-key=${pki.admin.key}`,
+      `--kubelet-certificate-authority=${pki.ca.cert}`,
+      // simulated nodes route no service IP; a real node routes the `kubernetes` Service
+      // (the range's first address) to this API server (local/real-node.ts)
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
       // the agent DaemonSet is privileged with hostPID; without this its manifest is rejected
       '--allow-privileged=true',
       // the reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint,
@@ -539,7 +558,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       mode: 0o600,
     });
     cp.connect();
-    if (opts.controllers) await startControllers(cp, kcmPort, schedulerPort);
+    if (opts.controllers) await startControllers(cp, kcmPort, schedulerPort, opts.nodeLifecycle ?? false);
     return cp;
   } catch (err) {
     await cp.stop();
@@ -547,7 +566,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   }
 }
 
-async function startControllers(cp: LocalControlPlane, kcmPort: number, schedulerPort: number): Promise<void> {
+async function startControllers(cp: LocalControlPlane, kcmPort: number, schedulerPort: number, nodeLifecycle: boolean): Promise<void> {
   const { pki, dataDir, kubeconfigPath } = cp;
   const clientArgs = [
     // no --authentication/authorization-kubeconfig: delegated authentication wants the
@@ -569,9 +588,10 @@ async function startControllers(cp: LocalControlPlane, kcmPort: number, schedule
     `--cluster-signing-cert-file=${pki.ca.cert}`,
     `--cluster-signing-key-file=${pki.ca.key}`,
     // Simulated nodes here have no kubelet posting heartbeats, so node lifecycle would
-    // taint them unreachable and evict their pods; node IPAM needs a cluster CIDR to hand
-    // out. (The cloud controllers left kube-controller-manager and need no switch.)
-    '--controllers=*,-node-lifecycle-controller,-node-ipam-controller',
+    // taint them unreachable and evict their pods (a real node needs it: see nodeLifecycle);
+    // node IPAM needs a cluster CIDR to hand out. (The cloud controllers left
+    // kube-controller-manager and need no switch.)
+    `--controllers=*,${nodeLifecycle ? '' : '-node-lifecycle-controller,'}-node-ipam-controller`,
   ]);
   const scheduler = cp.start('kube-scheduler', [
     ...clientArgs,

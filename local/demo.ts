@@ -120,7 +120,9 @@ const onPath = (tool: string): boolean => (process.env.PATH ?? '').split(delimit
 /** The packets of a pcap file, read by tshark, or by tcpdump -r where tshark is missing. */
 export async function readPcap(path: string): Promise<Packet[]> {
   const [tool, args, parse] = onPath('tshark')
-    ? (['tshark', ['-r', path, '-n', '-T', 'fields', '-E', 'separator=/t', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'tcp.payload'], parseTsharkFields] as const)
+    ? // without reassembly every segment's bytes are its tcp.payload: a server that writes its
+      // headers and its body apart (busybox httpd) would otherwise show the body as segment data
+      (['tshark', ['-r', path, '-n', '-o', 'tcp.desegment_tcp_streams:FALSE', '-T', 'fields', '-E', 'separator=/t', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'tcp.payload'], parseTsharkFields] as const)
     : (['tcpdump', ['-r', path, '-nn', '-A'], parseTcpdumpAscii] as const);
   const { code, stdout, stderr } = await complete(tool, args);
   // a file fetched while tcpdump still writes may end inside a packet; the rest is good

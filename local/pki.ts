@@ -37,6 +37,9 @@ function subject({ user, groups = [] }: Identity): string {
   return [`/CN=${escape(user)}`, ...groups.map((g) => `/O=${escape(g)}`)].join('');
 }
 
+/** The first address of the API server's --service-cluster-ip-range: the `kubernetes` Service. */
+export const KUBERNETES_SERVICE_IP = '10.96.0.1';
+
 const fileSafe = (name: string): string => name.replace(/[^A-Za-z0-9_.-]/g, '_');
 
 async function selfSignedCa(dir: string): Promise<CertPaths> {
@@ -67,6 +70,11 @@ async function issue(
   return paths;
 }
 
+/** A serving certificate signed by the CA, valid for `sans` (e.g. `IP:10.88.0.1`). */
+export function issueServingCert(pki: Pick<Pki, 'ca' | 'dir'>, name: string, sans: readonly string[]): Promise<CertPaths> {
+  return issue(pki.ca, pki.dir, fileSafe(name), `/CN=${name}`, [`subjectAltName=${sans.join(',')}`, 'extendedKeyUsage=serverAuth']);
+}
+
 /** A client certificate signed by the CA: the API server will see `user` in `groups`. */
 export function issueClientCert(pki: Pick<Pki, 'ca' | 'dir'>, identity: Identity): Promise<CertPaths> {
   // unique, so two tests minting the same identity at once never share files
@@ -81,7 +89,8 @@ export async function createPki(dir: string): Promise<Pki> {
   const serviceAccount = { privateKey: join(dir, 'sa.key'), publicKey: join(dir, 'sa.pub') };
   const [serving, admin] = await Promise.all([
     issue(ca, dir, 'apiserver', '/CN=kube-apiserver', [
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      // 10.96.0.1: the `kubernetes` Service, which in-cluster clients of a real node dial
+      `subjectAltName=IP:127.0.0.1,IP:${KUBERNETES_SERVICE_IP},DNS:localhost,DNS:kubernetes.default.svc`,
       'extendedKeyUsage=serverAuth',
     ]),
     issueClientCert({ ca, dir }, { user: 'packet-capture-admin', groups: ['system:masters'] }),

@@ -233,6 +233,8 @@ export interface StartOptions {
   dataDir: string;
   /** with --kubeconfig: the node this machine is (default: its hostname) */
   nodeName?: string;
+  /** one real node (kubelet + containerd) running dist/, instead of simulated nodes */
+  realNode?: boolean;
 }
 
 const say = (line: string) => process.stderr.write(`packet-capture: ${line}\n`);
@@ -293,7 +295,7 @@ export async function runStart(opts: StartOptions): Promise<number> {
   const configured = configuredCluster();
   if (opts.kubeconfig && opts.local) throw new StartError('--kubeconfig and --local exclude each other');
   if (opts.kubeconfig) return runAgainstCluster(opts);
-  if (configured && !opts.local) {
+  if (configured && !opts.local && !opts.realNode) {
     say(`a cluster is configured (${describeConfigured(configured)}); npm start leaves it alone unless asked:`);
     say(`  npm start -- --kubeconfig <file>   run the controller and an agent for this machine against it`);
     say(`  npm start -- --local               start the embedded local cluster instead`);
@@ -311,6 +313,7 @@ export async function runStart(opts: StartOptions): Promise<number> {
   const logDestination = pino.destination({ dest: logFile, sync: true, mkdir: true, append: false });
   const progress = timedProgress();
   const stopRequested = untilSignal();
+  if (opts.realNode) return runRealNode(kubeconfigPath, progress, stopRequested);
   let cluster: LocalCluster;
   try {
     cluster = await Promise.race([
@@ -380,4 +383,47 @@ async function runAgainstCluster(opts: StartOptions): Promise<number> {
   await withTimeout('stopping the agent', agent.stop('stop requested')).catch((err: unknown) => say(String(err)));
   await withTimeout('stopping the controller', controller.stop()).catch((err: unknown) => say(String(err)));
   return 0;
+}
+
+/**
+ * --real-node: the control plane, one real node, and the controller and agent as pods from
+ * dist/. Nothing of the product runs in this process: what runs is what a user deploys.
+ */
+async function runRealNode(kubeconfigPath: string, progress: (message: string) => void, stopRequested: Promise<NodeJS.Signals>): Promise<number> {
+  const { startRealCluster } = await import('./real-cluster.ts');
+  let controlPlane: ControlPlane | undefined;
+  let real: Awaited<ReturnType<typeof startRealCluster>> | undefined;
+  const stopAll = async () => {
+    await real?.stop().catch((err: unknown) => say(String(err)));
+    await controlPlane?.stop();
+  };
+  try {
+    await Promise.race([
+      (async () => {
+        progress('starting the control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler');
+        controlPlane = await startControlPlane({ controllers: true, nodeLifecycle: true, kubeconfigPath });
+        real = await startRealCluster(controlPlane, controlPlane.kubeConfig, progress);
+      })(),
+      stopRequested.then(() => {
+        throw new StartError('interrupted while starting');
+      }),
+    ]);
+  } catch (err) {
+    await stopAll();
+    if (err instanceof StartError) throw err;
+    throw new StartError(`the real node did not start: ${(err as Error).message}`);
+  }
+  const kubeconfig = relative(process.cwd(), kubeconfigPath);
+  console.log(`packet-capture local cluster with a real node ready: kubectl --kubeconfig ${kubeconfig} get pods -A`);
+  console.log(`  node ${real!.node.name} (${real!.node.ip}): kubelet + containerd; controller and agent run as pods from dist/`);
+  console.log(`  kubelet log ${real!.node.kubeletLog}; capture files under /var/lib/packet-capture on this machine; Ctrl-C stops and cleans up`);
+  const outcome = await Promise.race([
+    stopRequested.then((signal) => ({ signal, death: undefined })),
+    controlPlane!.died.then((death) => ({ signal: undefined, death })),
+  ]);
+  if (outcome.death) say(`a control-plane component died: ${outcome.death}`);
+  say(`stopping${outcome.signal ? ` (${outcome.signal})` : ''}: the real node (its pods, containerd, kubelet), then the control plane`);
+  await stopAll();
+  say('stopped; the node\'s processes, mounts, cgroups, bridge, NAT rules and paths are gone and its sysctls restored');
+  return outcome.death ? 1 : 0;
 }

@@ -3,9 +3,9 @@
 // kubepods cgroup named with the pod UID, and a Running status; deletion undoes all of it.
 
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { delimiter, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { cgroupNamesPod, findPodNetns, netnsInodeOfPid } from '../../agent/netns.ts';
 import { isNotFound, kubeRequest } from '../../kube/http.ts';
@@ -14,27 +14,13 @@ import { cleanupStale, complete, FABRIC_NETNS, netnsPath, ourNetnsNames } from '
 import { createHost, ping, tcpRequests, type Host } from '../../local/netns-host.ts';
 import { SimulatedNode, type Pod, type PodNetns, type SandboxEvent } from '../../local/node.ts';
 import { cluster, controlPlaneAvailable, useNamespace } from '../support/cluster.ts';
-import { requireOrSkip } from '../support/require.ts';
+import { missingRootOrTools, requireOrSkip } from '../support/require.ts';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const TOOLS = ['ip', 'nsenter', 'setpriv', 'ping'];
 
-const rootAvailable = requireOrSkip('root with network namespaces and cgroups', () => {
-  if (process.getuid?.() !== 0) return 'not running as root';
-  const path = (process.env.PATH ?? '').split(delimiter);
-  const missing = TOOLS.filter((tool) => !path.some((dir) => isExecutable(join(dir, tool))));
-  if (missing.length > 0) return `missing ${missing.join(', ')} (apt-get install -y iproute2 util-linux iputils-ping)`;
-  return undefined;
-});
+const rootAvailable = requireOrSkip('root with network namespaces and cgroups', () => missingRootOrTools(TOOLS, 'iproute2 util-linux iputils-ping'));
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const WAIT = { timeout: 60_000, interval: 100 };
 // node subnets 10.244.41.0/24 and .42.0/24 are this file's; other e2e files use their own

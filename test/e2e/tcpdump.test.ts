@@ -4,17 +4,17 @@
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findPodNetns, netnsInodeOfPid } from '../../agent/netns.ts';
 import { CaptureError, compileFilter, startTcpdump, tcpdumpArgv, type TcpdumpProcess } from '../../agent/tcpdump.ts';
 import type { PacketCaptureSpec } from '../../crds/packetcapture.ts';
 import { createLogger } from '../../kube/log.ts';
-import { requireOrSkip } from '../support/require.ts';
+import { missingRootOrTools, requireOrSkip } from '../support/require.ts';
 
 const exec = promisify(execFile);
 const REPO = resolve(import.meta.dirname, '../..');
@@ -24,22 +24,10 @@ const CGROUP_V1 = ['/sys/fs/cgroup/pids'].find((dir) => existsSync(join(dir, 'cg
 const CGROUP_V2 = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'].find((dir) => existsSync(join(dir, 'cgroup.controllers')));
 
 const canRun = requireOrSkip('root with network namespaces, cgroups, tcpdump and tshark', () => {
-  if (process.getuid?.() !== 0) return 'not running as root';
-  const path = (process.env.PATH ?? '').split(delimiter);
-  const missing = TOOLS.filter((tool) => !path.some((dir) => isExecutable(join(dir, tool))));
-  if (missing.length > 0) return `missing ${missing.join(', ')} (apt-get install -y iproute2 tcpdump tshark util-linux)`;
   if (!CGROUP_V1 && !CGROUP_V2) return 'no cgroup v1 pids or cgroup v2 hierarchy';
-  return undefined;
+  return missingRootOrTools(TOOLS, 'iproute2 tcpdump tshark util-linux');
 });
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const named = (suffix: string) => `pce2e-${suffix}`;
 const ID = randomBytes(3).toString('hex');

@@ -124,7 +124,7 @@ describe('cdk8s synth', () => {
       runAsUser: 0,
       runAsGroup: 0,
       runAsNonRoot: false,
-      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] },
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE', 'SETUID', 'SETGID'] },
     });
     expect(container.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(container.ports).toEqual([{ name: 'http', containerPort: 8081 }]);

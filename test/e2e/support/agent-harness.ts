@@ -3,23 +3,22 @@
 
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
 import { afterAll, beforeAll, expect, vi } from 'vitest';
 import { runAgent, type AgentHandle, type AgentOptions } from '../../../agent/main.ts';
 import { CRD_NAME, packetCaptureCrd } from '../../../crds/crd.ts';
-import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec, type SessionStatus } from '../../../crds/packetcapture.ts';
 import { isNotFound, kubeRequest, MERGE_PATCH } from '../../../kube/http.ts';
 import { createHost, type Host } from '../../../local/netns-host.ts';
 import { SimulatedNode, type SimulatedNodeOptions } from '../../../local/node.ts';
 import { foreignFrames, namesNoHost, type Frame } from '../../../local/packets.ts';
 import { apply, cluster, controlPlaneAvailable, useNamespace, waitEstablished, type KubeObject, type TestNamespace } from '../../support/cluster.ts';
-import { requireOrSkip } from '../../support/require.ts';
+import { missingRootOrTools, requireOrSkip } from '../../support/require.ts';
 
 const exec = promisify(execFile);
 const TOOLS = ['ip', 'tcpdump', 'tshark', 'nsenter', 'setpriv', 'ping'];
@@ -27,22 +26,8 @@ const TOOLS = ['ip', 'tcpdump', 'tshark', 'nsenter', 'setpriv', 'ping'];
 /** Whether the agent e2e suites can run here: a control plane, root, and the tools. */
 export const agentE2eAvailable =
   controlPlaneAvailable &&
-  requireOrSkip('root with network namespaces, tcpdump and tshark', () => {
-    if (process.getuid?.() !== 0) return 'not running as root';
-    const path = (process.env.PATH ?? '').split(delimiter);
-    const missing = TOOLS.filter((tool) => !path.some((dir) => isExecutable(join(dir, tool))));
-    if (missing.length > 0) return `missing ${missing.join(', ')} (apt-get install -y iproute2 iputils-ping tcpdump tshark util-linux)`;
-    return undefined;
-  });
+  requireOrSkip('root with network namespaces, tcpdump and tshark', () => missingRootOrTools(TOOLS, 'iproute2 iputils-ping tcpdump tshark util-linux'));
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export const WAIT = { timeout: 60_000, interval: 50 };
 export const quietLog = () => pino({ level: process.env.LOG_LEVEL ?? 'warn' }, process.stderr);
@@ -156,59 +141,9 @@ export async function deleteNode(kc: KubeConfig, name: string): Promise<void> {
   });
 }
 
-// ---- captures ----------------------------------------------------------------------
+// ---- captures (test/support/captures.ts, shared with the real-node tests) ------------
 
-const capturesPath = (ns: string) => `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`;
-
-export async function createCapture(kc: KubeConfig, ns: string, name: string, spec: PacketCaptureSpec): Promise<PacketCapture> {
-  return kubeRequest<PacketCapture>(kc, 'POST', capturesPath(ns), {
-    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: ns }, spec },
-  });
-}
-
-export const getCapture = (kc: KubeConfig, ns: string, name: string): Promise<PacketCapture> =>
-  kubeRequest<PacketCapture>(kc, 'GET', `${capturesPath(ns)}/${name}`);
-
-export async function patchCaptureSpec(kc: KubeConfig, ns: string, name: string, spec: Partial<PacketCaptureSpec>): Promise<PacketCapture> {
-  return kubeRequest<PacketCapture>(kc, 'PATCH', `${capturesPath(ns)}/${name}`, { contentType: MERGE_PATCH, body: { spec } });
-}
-
-/** Deletes a capture and waits until it is gone (finalizer removed, if any). */
-export async function deleteCapture(kc: KubeConfig, ns: string, name: string): Promise<void> {
-  await kubeRequest(kc, 'DELETE', `${capturesPath(ns)}/${name}`).catch((err: unknown) => {
-    if (!isNotFound(err)) throw err;
-  });
-  await vi.waitFor(async () => {
-    const gone = await getCapture(kc, ns, name).then(
-      () => false,
-      (err: unknown) => {
-        if (isNotFound(err)) return true;
-        throw err;
-      },
-    );
-    if (!gone) throw new Error(`capture ${ns}/${name} still exists`);
-  }, WAIT);
-}
-
-/** Waits until the capture's status shows a session matching `match`, and returns it. */
-export async function waitSession(
-  kc: KubeConfig,
-  ns: string,
-  name: string,
-  match: (s: SessionStatus) => boolean,
-  what: string,
-  timeout = WAIT.timeout,
-): Promise<SessionStatus> {
-  return vi.waitFor(
-    async () => {
-      const sessions = (await getCapture(kc, ns, name)).status?.sessions ?? [];
-      const found = sessions.find(match);
-      if (!found) throw new Error(`no session ${what} in ${JSON.stringify(sessions, null, 1)}`);
-      return found;
-    },
-    { ...WAIT, timeout },
-  );
-}
+export { createCapture, deleteCapture, getCapture, patchCaptureSpec, waitSession } from '../../support/captures.ts';
 
 // ---- agents ------------------------------------------------------------------------
 
@@ -322,27 +257,7 @@ export const alive = (pid: number): boolean => {
 
 // ---- files -------------------------------------------------------------------------
 
-export interface SessionOnDisk {
-  podUID: string;
-  sessionId: string;
-  dir: string;
-  files: string[];
-}
-
-/** Every session directory of a capture under `dataDir`, with its capture files. */
-export async function sessionsOnDisk(dataDir: string, ns: string, name: string): Promise<SessionOnDisk[]> {
-  const result: SessionOnDisk[] = [];
-  const base = join(dataDir, ns, name);
-  for (const podUID of await readdir(base).catch(() => [] as string[])) {
-    if (podUID.startsWith('.')) continue;
-    for (const sessionId of await readdir(join(base, podUID))) {
-      const dir = join(base, podUID, sessionId);
-      const files = (await readdir(dir)).filter((f) => /^capture\.pcap[0-9]*$/.test(f)).map((f) => join(dir, f));
-      result.push({ podUID, sessionId, dir, files });
-    }
-  }
-  return result;
-}
+export { sessionsOnDisk, type SessionOnDisk } from '../../support/captures.ts';
 
 export interface Packet extends Frame {
   /** every IPv4 address in the frame, outer and quoted (ICMP errors quote the datagram) */
