@@ -34,6 +34,8 @@ export interface RunningPod {
   netnsPath: string;
   /** epoch ms the simulated kubelet's Running status was acknowledged */
   runningAt: number;
+  /** epoch ms the simulated kubelet first saw the pod bound to its node */
+  seenAt: number;
 }
 
 export class NetnsEnv {
@@ -85,7 +87,7 @@ export class NetnsEnv {
     const pod = await kubeRequest<{ metadata: { uid: string } }>(this.kc, 'POST', this.podsPath, { body: podBody({ name, node: this.node.name, labels }) });
     const uid = pod.metadata.uid;
     const ev = await waitFor(`pod ${name} Running`, () => this.running.get(uid), { timeoutMs: 60_000, everyMs: 5 });
-    return { uid, name, ip: ev.ip, netnsPath: this.node.podNetns(uid)!.netnsPath, runningAt: ev.runningAt };
+    return { uid, name, ip: ev.ip, netnsPath: this.node.podNetns(uid)!.netnsPath, runningAt: ev.runningAt, seenAt: ev.seenAt };
   }
 
   /** Deletes pod `name` as a user would (the simulated kubelet finishes it) and waits until it is gone. */

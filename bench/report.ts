@@ -47,7 +47,7 @@ export function renderReport(r: BenchResults): string {
   out.push('');
   out.push('| ms | n | p50 | p90 | p99 | max |');
   out.push('|---|---|---|---|---|---|');
-  out.push(summaryRow('new pod Running → new tcpdump verified in its netns', r.switchLatencyMs));
+  out.push(summaryRow('new pod bound to its node → new tcpdump verified in its netns', r.switchLatencyMs));
   if (r.switchTcpdumpStartMs) out.push(summaryRow('… of which the agent starting + verifying tcpdump', r.switchTcpdumpStartMs));
   out.push(summaryRow('old pod deleted → old tcpdump exited', r.oldExitMs));
   if (r.floorMs.watchEventSummary) out.push(summaryRow('floor: API write → watch event delivered', r.floorMs.watchEventSummary));

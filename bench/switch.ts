@@ -57,7 +57,9 @@ export async function switchLatency(env: NetnsEnv, rounds: number): Promise<Swit
       await env.deletePod(POD);
       pod = await env.startPod(POD);
       started = await env.sessionStarted(CAPTURE, pod.uid, from);
-      switches.push(started.at - pod.runningAt);
+      // from the pod bound to the node: the agent starts a session while the pod is still
+      // Pending (its sandbox's first packets), so Running would come after the start
+      switches.push(started.at - pod.seenAt);
       starts.push(Number(started.verifyMs));
       exits.push((await oldExit) - deletedAt);
     }

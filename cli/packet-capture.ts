@@ -152,7 +152,8 @@ program
   .description('on a local cluster: capture web-0, recreate it, and check every file holds only its own instance')
   .option('--kubeconfig <file>', 'a running local cluster (npm start); default: .local/kubeconfig if it answers, else a fresh one')
   .option('-o, --output <dir>', 'where the capture files are fetched to', '.local/demo')
-  .action(async (opts: { kubeconfig?: string; output: string }) => {
+  .option('--real-node', 'with no local cluster running: on a real node of its own (kubelet + containerd running dist/)', false)
+  .action(async (opts: { kubeconfig?: string; output: string; realNode: boolean }) => {
     const { runDemoCommand } = await import('../local/demo.ts');
     await local(() => runDemoCommand(opts));
   });

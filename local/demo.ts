@@ -20,9 +20,13 @@ import { isNotFound, kubeRequest } from '../kube/http.ts';
 import { capturesPath, type Target } from '../cli/pcap/client.ts';
 import { fetchCapture, type FetchedFile } from '../cli/pcap/fetch.ts';
 import { table } from '../cli/pcap/render.ts';
+import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { complete } from './fabric.ts';
 import { createHost, tcpRequests, type Host } from './netns-host.ts';
+import { SIMULATED_NODE_LABEL } from './node.ts';
 import { isInstancePacket } from './packets.ts';
+import { startRealCluster, webStatefulSet, type RealCluster } from './real-cluster.ts';
+import { assertLocalRoute, REAL_NODE_LABEL, REAL_NODE_NETWORK } from './real-node.ts';
 import {
   answeringKubeconfig,
   LOCAL_KUBECONFIG,
@@ -206,12 +210,45 @@ const sessionOf = (kc: KubeConfig, uid: string, state: SessionStatus['state']) =
     return capture.status?.sessions?.find((s) => s.podUID === uid && s.state === state);
   });
 
-/** Sends `count` requests to `ip` and checks that the given instance answered them. */
-async function requests(host: Host, ip: string, count: number): Promise<Record<string, number>> {
-  const result = await tcpRequests(host, ip, 80, count, { concurrency: 4, timeoutMs: 3_000 });
+/** Where the demo's HTTP requests come from; `ip` is their source address in the captures. */
+interface TrafficSource {
+  ip: string;
+  /** `count` requests to `target`; resolves with how many each pod UID answered */
+  send(target: string, count: number): Promise<Record<string, number>>;
+  destroy(): Promise<void>;
+}
+
+function answeredBy(bodies: Record<string, number>): Record<string, number> {
   const answered: Record<string, number> = {};
-  for (const [body, n] of Object.entries(result.bodies)) for (const uid of uidsIn(body)) answered[uid] = (answered[uid] ?? 0) + n;
+  for (const [body, n] of Object.entries(bodies)) for (const uid of uidsIn(body)) answered[uid] = (answered[uid] ?? 0) + n;
   return answered;
+}
+
+/** A traffic host on the simulated nodes' bridge (a network namespace of its own). */
+async function fabricHost(): Promise<TrafficSource> {
+  const host: Host = await createHost(`demo-${randomBytes(3).toString('hex')}`, `10.244.250.${2 + Math.floor(Math.random() * 250)}`);
+  return {
+    ip: host.ip,
+    send: async (target, count) => answeredBy((await tcpRequests(host, target, 80, count, { concurrency: 4, timeoutMs: 3_000 })).bodies),
+    destroy: () => host.destroy(),
+  };
+}
+
+/** This machine itself, on the real node's bridge: pod IPs route there, never off the machine. */
+function realNodeHost(): TrafficSource {
+  return {
+    ip: REAL_NODE_NETWORK.nodeIP,
+    async send(target, count) {
+      await assertLocalRoute(target);
+      const bodies: Record<string, number> = {};
+      for (let i = 0; i < count; i++) {
+        const body = await fetch(`http://${target}/`, { signal: AbortSignal.timeout(3_000) }).then((r) => r.text(), () => undefined);
+        if (body !== undefined) bodies[body] = (bodies[body] ?? 0) + 1;
+      }
+      return answeredBy(bodies);
+    },
+    destroy: async () => undefined,
+  };
 }
 
 export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
@@ -219,10 +256,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const progress = opts.progress ?? (() => {});
   const t: Target = { kc, namespace: NAMESPACE, systemNamespace: opts.systemNamespace ?? SYSTEM_NAMESPACE };
 
-  const simulated = await kubeRequest<{ items: unknown[] }>(kc, 'GET', '/api/v1/nodes', {
-    query: { labelSelector: 'packetcapture.dev/simulated-node=true' },
-  });
-  if (simulated.items.length === 0) throw new StartError('the demo needs the local cluster of npm start (simulated nodes on this machine); this cluster has none');
+  const nodesLabelled = async (label: string) => (await kubeRequest<{ items: unknown[] }>(kc, 'GET', '/api/v1/nodes', { query: { labelSelector: `${label}=true` } })).items.length > 0;
+  const real = !(await nodesLabelled(SIMULATED_NODE_LABEL)) && (await nodesLabelled(REAL_NODE_LABEL));
+  if (!real && !(await nodesLabelled(SIMULATED_NODE_LABEL))) {
+    throw new StartError('the demo needs the local cluster of npm start (simulated nodes, or --real-node, on this machine); this cluster has neither');
+  }
 
   if (await getOrUndefined(kc, capturePath)) {
     progress(`deleting the ${CAPTURE} capture of an earlier run`);
@@ -232,8 +270,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     await until(`${CAPTURE} to be deleted`, async () => ((await getOrUndefined(kc, capturePath)) ? undefined : true));
   }
 
-  progress('applying examples/nginx.yaml (namespace demo, StatefulSet web)');
-  await applyObjects(kc, await readManifests(join(EXAMPLES, 'nginx.yaml')), { fieldManager: 'packet-capture-demo' });
+  if (real) {
+    // nginx cannot be pulled here: the same StatefulSet on the workload image, which answers with its pod UID
+    progress(`applying namespace ${NAMESPACE} and StatefulSet web (the workload image, a real kubelet runs it)`);
+    await applyObjects(kc, [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NAMESPACE } }, webStatefulSet(NAMESPACE)], { fieldManager: 'packet-capture-demo' });
+  } else {
+    progress('applying examples/nginx.yaml (namespace demo, StatefulSet web)');
+    await applyObjects(kc, await readManifests(join(EXAMPLES, 'nginx.yaml')), { fieldManager: 'packet-capture-demo' });
+  }
   const first = await runningInstance(kc);
   progress(`${POD} runs: UID ${first.uid} on ${first.node}, IP ${first.ip}`);
 
@@ -242,16 +286,16 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   await sessionOf(kc, first.uid, 'Running');
   progress(`capturing in ${POD}'s network namespace (UID ${first.uid})`);
 
-  const host = await createHost(`demo-${randomBytes(3).toString('hex')}`, `10.244.250.${2 + Math.floor(Math.random() * 250)}`);
+  const host = real ? realNodeHost() : await fabricHost();
   let second: Instance;
   try {
     progress(`sending ${REQUESTS} HTTP requests from ${host.ip} to ${first.ip}`);
-    await requests(host, first.ip, REQUESTS);
+    await host.send(first.ip, REQUESTS);
 
     progress(`deleting ${POD} while requests keep going to ${first.ip}; the StatefulSet recreates it`);
     let sending = true;
     const during = (async () => {
-      while (sending) await requests(host, first.ip, 4).catch(() => undefined);
+      while (sending) await host.send(first.ip, 4).catch(() => undefined);
     })();
     await kubeRequest(kc, 'DELETE', podPath, { body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid: first.uid } } });
     second = await runningInstance(kc, first.uid);
@@ -261,7 +305,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     sending = false;
     await during;
     progress(`sending ${REQUESTS} HTTP requests to the new instance at ${second.ip}`);
-    await requests(host, second.ip, REQUESTS);
+    await host.send(second.ip, REQUESTS);
   } finally {
     await host.destroy();
   }
@@ -327,8 +371,9 @@ export function summary(reports: readonly InstanceReport[], foreign: number, sam
  * The demo on a local cluster of its own (2 nodes, temporary data dir), which it removes
  * afterwards, also when it fails. The fetched files stay in `outDir`.
  */
-export async function demoOnOwnCluster(opts: { outDir: string; progress?: (message: string) => void }): Promise<DemoResult> {
+export async function demoOnOwnCluster(opts: { outDir: string; realNode?: boolean; progress?: (message: string) => void }): Promise<DemoResult> {
   const progress = opts.progress ?? (() => {});
+  if (opts.realNode) return demoOnOwnRealNode(opts.outDir, progress);
   const scratch = await mkdtemp(join(tmpdir(), 'packet-capture-demo-'));
   // an interrupted demo exits at once: the fabric's and the control plane's exit hooks remove their part
   const removeScratch = () => rmSync(scratch, { recursive: true, force: true });
@@ -354,12 +399,30 @@ export async function demoOnOwnCluster(opts: { outDir: string; progress?: (messa
   }
 }
 
+/** The demo on a control plane and a real node of its own, both removed afterwards. */
+async function demoOnOwnRealNode(outDir: string, progress: (message: string) => void): Promise<DemoResult> {
+  const scratch = await mkdtemp(join(tmpdir(), 'packet-capture-demo-'));
+  let controlPlane: ControlPlane | undefined;
+  let real: RealCluster | undefined;
+  try {
+    progress('starting a control plane and a real node (kubelet + containerd) running dist/');
+    controlPlane = await startControlPlane({ controllers: true, nodeLifecycle: true, kubeconfigPath: join(scratch, 'kubeconfig') });
+    real = await startRealCluster(controlPlane, controlPlane.kubeConfig, progress);
+    return await runDemo({ kubeConfig: controlPlane.kubeConfig, outDir, progress });
+  } finally {
+    if (controlPlane) progress('removing the demo cluster');
+    await real?.stop();
+    await controlPlane?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 /**
  * The `demo` command: on the cluster of --kubeconfig, else on the running `npm start`
  * cluster, else on a local cluster of its own. Resolves with the exit code: 1 when any
  * file holds a packet of another instance.
  */
-export async function runDemoCommand(opts: { kubeconfig?: string; output: string }): Promise<number> {
+export async function runDemoCommand(opts: { kubeconfig?: string; output: string; realNode?: boolean }): Promise<number> {
   const why = missingPrivileges('the demo');
   if (why) throw new StartError(why);
   const t0 = Date.now();
@@ -380,7 +443,7 @@ export async function runDemoCommand(opts: { kubeconfig?: string; output: string
     if (kubeConfig) progress(`using the running local cluster (${LOCAL_KUBECONFIG})`);
     else progress('no local cluster is running (npm start keeps one): starting one for the demo');
   }
-  const result = kubeConfig ? await runDemo({ kubeConfig, outDir, progress }) : await demoOnOwnCluster({ outDir, progress });
+  const result = kubeConfig ? await runDemo({ kubeConfig, outDir, progress }) : await demoOnOwnCluster({ outDir, progress, realNode: opts.realNode });
   console.log(result.summary);
   return result.ok ? 0 : 1;
 }

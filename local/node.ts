@@ -39,6 +39,8 @@ import {
 
 const POD_SERVER = fileURLToPath(new URL('./pod-server.ts', import.meta.url));
 export const FIELD_MANAGER = 'simulated-kubelet';
+/** On every simulated Node, so tools (the demo) can tell them from real kubelets. */
+export const SIMULATED_NODE_LABEL = 'packetcapture.dev/simulated-node';
 const NODE_LEASE_NAMESPACE = 'kube-node-lease';
 const NOT_READY_TAINT = 'node.kubernetes.io/not-ready';
 const LEASE_DURATION_SECONDS = 40;
@@ -343,7 +345,7 @@ export class SimulatedNode {
       'kubernetes.io/hostname': this.name,
       'kubernetes.io/os': 'linux',
       'kubernetes.io/arch': arch() === 'x64' ? 'amd64' : arch(),
-      'packetcapture.dev/simulated-node': 'true',
+      [SIMULATED_NODE_LABEL]: 'true',
     };
     const node = await kubeRequest<{ metadata: { uid: string } }>(this.kc, 'PATCH', path, {
       query,

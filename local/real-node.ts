@@ -41,6 +41,9 @@ export const REAL_NODE_NETWORK = {
  */
 export const REAL_NODE_CGROUP_ROOT = '/realnode';
 
+/** On the real node's Node object, set by its kubelet. */
+export const REAL_NODE_LABEL = 'packetcapture.dev/real-node';
+
 /** Our NAT chain: the `kubernetes` Service's address to the API server, as kube-proxy would. */
 const NAT_CHAIN = 'PCAP-REALNODE';
 
@@ -271,7 +274,7 @@ export class RealNode {
     const kubelet = Component.start(
       'kubelet',
       join(this.binDir, 'kubelet'),
-      [`--config=${config}`, `--kubeconfig=${kubeconfig}`, `--root-dir=${join(dir, 'root')}`, `--hostname-override=${this.name}`, `--node-ip=${this.ip}`, '--v=1'],
+      [`--config=${config}`, `--kubeconfig=${kubeconfig}`, `--root-dir=${join(dir, 'root')}`, `--hostname-override=${this.name}`, `--node-ip=${this.ip}`, `--node-labels=${REAL_NODE_LABEL}=true`, '--v=1'],
       this.kubeletLog,
     );
     this.components.set('kubelet', kubelet);
@@ -627,4 +630,10 @@ export async function pauseOf(uid: string): Promise<HostProcess> {
   const pause = (await podProcesses(uid)).filter((p) => p.comm === 'pause');
   if (pause.length !== 1) throw new Error(`pod ${uid} has ${pause.length} pause processes`);
   return pause[0]!;
+}
+
+/** A pod IP of the node routes over its bridge, never by the default route off this machine. */
+export async function assertLocalRoute(ip: string): Promise<void> {
+  const route = await run('ip', ['route', 'get', ip]);
+  if (!route.includes(`dev ${REAL_NODE_NETWORK.bridge}`)) throw new Error(`${ip} does not route over ${REAL_NODE_NETWORK.bridge}, not sending to it: ${route.trim()}`);
 }

@@ -14,8 +14,8 @@ import { complete } from '../../local/fabric.ts';
 import { clientPod, startRealCluster, webStatefulSet, workloadContainer, type RealCluster } from '../../local/real-cluster.ts';
 import { createCapture, deleteCapture, getCapture, sessionsOnDisk, waitSession } from '../support/captures.ts';
 import { startControlPlane, type ControlPlane } from '../../local/control-plane.ts';
-import { nodeTcpdumps, pauseOf, podProcesses } from '../../local/real-node.ts';
-import { assertLocalRoute, createNamespace, getPod, kubectl as kubectlOn, listPods, realNodeAvailable, waitReady, WAIT, type PodView } from './support.ts';
+import { assertLocalRoute, nodeTcpdumps, pauseOf, podProcesses } from '../../local/real-node.ts';
+import { createNamespace, getPod, kubectl as kubectlOn, listPods, realNodeAvailable, waitReady, WAIT, type PodView } from './support.ts';
 
 /** CapEff bits of the DaemonSet's capabilities: SETGID 6, SETUID 7, NET_ADMIN 12, NET_RAW 13, SYS_PTRACE 19, SYS_ADMIN 21 */
 const AGENT_CAPS = (1n << 6n) | (1n << 7n) | (1n << 12n) | (1n << 13n) | (1n << 19n) | (1n << 21n);
@@ -127,7 +127,7 @@ describe.runIf(realNodeAvailable)('a real node: kubelet + containerd running dis
     }
   });
 
-  it('a sandbox the kubelet recreates under the same UID ends the session with NetnsChanged and starts one in the new netns, which captures what comes after', async () => {
+  it('a sandbox the kubelet recreates under the same UID ends the session (NetnsChanged or NetnsGone) and starts one in the new netns, which captures what comes after', async () => {
     const pod = await waitReady(kc(), ns.name, 'web-0');
     const uid = pod.metadata.uid;
     const before = await pauseOf(uid);
@@ -144,7 +144,10 @@ describe.runIf(realNodeAvailable)('a real node: kubelet + containerd running dis
     const next = await waitSession(kc(), ns.name, 'web', (s) => s.podUID === uid && s.state === 'Running' && s.id !== running.id, 'a new Running session for the same UID');
     console.log(`real node: sandbox killed -> new session Running ${Date.parse(next.startTime!) - killedAt} ms`);
     const old = await waitSession(kc(), ns.name, 'web', (s) => s.id === running.id && s.state !== 'Running', 'the old session ended');
-    expect(old).toMatchObject({ state: 'Ended', endReason: 'NetnsChanged' });
+    // NetnsChanged when the new sandbox already runs at the re-check, NetnsGone when the
+    // kubelet had killed the old one's containers and not yet made the new one
+    expect(old.state).toBe('Ended');
+    expect(['NetnsChanged', 'NetnsGone']).toContain(old.endReason);
     await vi.waitFor(async () => expect((await nodeTcpdumps()).map((t) => t.netns)).toEqual([after.netns]), WAIT);
 
     // the kubelet restarts the pod's containers in the new sandbox, and then reports its IP there

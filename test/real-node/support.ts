@@ -70,11 +70,6 @@ export async function deleteIfPresent(kc: KubeConfig, path: string): Promise<voi
   });
 }
 
-/** A pod IP routes over the node's bridge, never by the default route off this machine. */
-export async function assertLocalRoute(ip: string): Promise<void> {
-  const { stdout } = await exec('ip', ['route', 'get', ip]);
-  if (!stdout.includes(`dev ${REAL_NODE_NETWORK.bridge}`)) throw new Error(`${ip} does not route over ${REAL_NODE_NETWORK.bridge}: ${stdout.trim()}`);
-}
 
 /** The node binaries dir (built or cached), for the kubelet's version in reports. */
 export const nodeBinDir = (): Promise<string> => scriptOutputDir(NODE_BINARIES_SCRIPT, ['kubelet']);

@@ -27,7 +27,7 @@ describe('bench report', () => {
     const r = validResults();
     const md = renderReport(r);
     expect(md).toContain('Test CPU @ 2.0GHz, 2 cores, 23.4 GB, Linux 6.8.0-test');
-    expect(md).toContain('| new pod Running → new tcpdump verified in its netns | 5 | 310.2 | 400 | 420.5 | 420.5 |');
+    expect(md).toContain('| new pod bound to its node → new tcpdump verified in its netns | 5 | 310.2 | 400 | 420.5 | 420.5 |');
     expect(md).toContain('| 2000 | 6000 | 5990 | 6000 | 10 | 0 | 0.9983 |');
     expect(md).toContain('| all TargetResolved=True | 2200 ms |');
     expect(md).toContain('| 10 | 99 | 3.5 | 10 | 80 |');
