@@ -1,11 +1,13 @@
 // The cdk8s app behind dist/ (`npm run synth`): the CRD in one file, so it can be applied
-// before anything that uses it, and the installation in another.
+// before anything that uses it, and the installation in another; beside them the
+// kustomization that lists both (cdk8s/kustomization.ts).
 
 import { App, Chart, YamlOutputType } from 'cdk8s';
 import { Namespace } from 'cdk8s-plus-28';
 import { Agent } from './agent.ts';
 import { Controller } from './controller.ts';
 import { PacketCaptureCrd } from './crd.ts';
+import { writeKustomization } from './kustomization.ts';
 import { UserRoles } from './rbac.ts';
 import { image, NAMESPACE, PART_OF } from './settings.ts';
 
@@ -27,3 +29,4 @@ new Agent(install, 'agent', { namespace: NAMESPACE, image: image() });
 new UserRoles(install, 'users');
 
 app.synth();
+writeKustomization(app.outdir, app.outputFileExtension, image());

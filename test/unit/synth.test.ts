@@ -3,7 +3,7 @@
 // must keep the properties the design relies on.
 
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,8 +34,11 @@ async function readDir(dir: string): Promise<Map<string, string>> {
 // Loosely typed: the assertions below say what they expect of each object.
 type Obj = any;
 
+/** The Kubernetes objects of the manifests (not the kustomization beside them). */
 const objectsOf = (files: Map<string, string>): Obj[] =>
-  [...files.values()].flatMap((text) => parseAllDocuments(text).map((d) => d.toJS() as Obj));
+  [...files]
+    .filter(([file]) => file.endsWith('.k8s.yaml'))
+    .flatMap(([, text]) => parseAllDocuments(text).map((d) => d.toJS() as Obj));
 
 describe('cdk8s synth', () => {
   let work: string;
@@ -176,4 +179,39 @@ describe('cdk8s synth', () => {
     expect(images(objects)).toEqual(['ghcr.io/packet-capture/packet-capture:0.1.0', 'ghcr.io/packet-capture/packet-capture:0.1.0']);
     expect(images(custom)).toEqual(['registry.example/pcap:dev', 'registry.example/pcap:dev']);
   });
+});
+
+describe('npm run synth', () => {
+  it("asks no registry for cdk8s-cli's latest version, so it runs offline and prints no upgrade notice", async () => {
+    const work = await mkdtemp(join(tmpdir(), 'synth-cli-'));
+    try {
+      // Any network socket the CLI or its children open fails loudly, as it would offline;
+      // a Unix socket (tsx talks to its own over one) is no network request.
+      const noNetwork = join(work, 'no-network.cjs');
+      await writeFile(
+        noNetwork,
+        `const { Socket } = require('node:net');
+const connect = Socket.prototype.connect;
+Socket.prototype.connect = function (...args) {
+  const options = Array.isArray(args[0]) ? args[0][0] : args[0];
+  if (typeof options !== 'string' && !options?.path) throw new Error('synth opened a network socket');
+  return connect.apply(this, args);
+};
+`,
+      );
+      const { scripts } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: { synth: string } };
+      const [cli, ...args] = scripts.synth.split(/\s+/);
+      expect(cli).toBe('cdk8s');
+      const { stdout, stderr } = await promisify(execFile)(
+        join(ROOT, 'node_modules/.bin/cdk8s'),
+        [...args, '--output', join(work, 'dist')],
+        // a fresh HOME: no ~/.cdk8s-cli.version, whose cached answer would skip the request
+        { cwd: ROOT, env: { ...process.env, HOME: work, NODE_OPTIONS: `--require ${noNetwork}` } },
+      );
+      expect(stdout + stderr).not.toMatch(/error|new version/i);
+      expect((await readdir(join(work, 'dist'))).sort()).toEqual((await readdir(DIST)).sort());
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
