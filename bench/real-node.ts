@@ -106,8 +106,12 @@ async function main(): Promise<number> {
     current = await session(kc, (s) => s.podUID === pod.metadata.uid && s.state === 'Running' && s.id !== before, `session after sandbox ${i + 1}`);
     sandboxMs.push(Date.parse(current.startTime!) - t0);
     say(`sandbox round ${i + 1}/${rounds}: ${sandboxMs.at(-1)} ms`);
-    // the next round kills the new sandbox only once the kubelet has its containers back
-    await readyPod(kc, 'web-0');
+    // the next round kills the new sandbox, not its predecessor; the app container need not be
+    // back (each kill adds to the kubelet's restart backoff, the sandbox is made at once)
+    await waitFor('the new sandbox', async () => {
+      const next = await pauseOf(pod.metadata.uid).catch(() => undefined);
+      return next && next.pid !== pause.pid ? next : undefined;
+    });
     await sleep(500);
   }
 
