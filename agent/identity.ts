@@ -4,15 +4,8 @@
 // status.targets, which is the controller's view and may lag behind the node.
 
 import { selectorMatches } from '../controller/selector.ts';
-import {
-  NETNS_ENDS,
-  REASONS,
-  type PacketCapture,
-  type PacketCaptureSpec,
-  type Reason,
-  type SessionStatus,
-} from '../crds/packetcapture.ts';
-import { parseDuration } from '../crds/units.ts';
+import { captureEnd, firstStartTime as firstStartOf, generationOf, instanceFinished } from '../crds/lifecycle.ts';
+import { REASONS, type PacketCapture, type PacketCaptureSpec, type Reason } from '../crds/packetcapture.ts';
 import type { KubeObject, Snapshot } from '../kube/watch.ts';
 import { filterNeedsPodIPs } from './tcpdump.ts';
 
@@ -36,7 +29,7 @@ export interface Identity {
   podIPs: string[];
   node: string;
   spec: PacketCaptureSpec;
-  /** earliest startTime among the capture's sessions (all nodes): limits.duration counts from it */
+  /** earliest startTime among the sessions of this generation (all nodes): limits.duration counts from it */
   firstStartTime?: string;
 }
 
@@ -44,15 +37,12 @@ export interface Identity {
 export type SlotKey = string;
 export const slotKey = (pcUID: string, podName: string): SlotKey => `${pcUID}/${podName}`;
 
-/** Sessions that ended with these are not restarted for the same (podUID, generation). */
-const FINAL_END_REASONS: ReadonlySet<string> = new Set([REASONS.PacketLimit, REASONS.Duration]);
-
 /**
  * Every pod instance on `node` that a live capture targets, by slot. Excluded: captures
- * being deleted or Completed, or whose duration ran out at `now`; pods that are finished
- * or terminating; pods without an IP yet for a filter relative to the pod's IPs;
- * (podUID, generation) pairs whose session already ended by its limits; and `Once`
- * captures that already had a session end (other than by the pod's netns changing).
+ * being deleted or Completed, or finished at `now` by the lifecycle rule (crds/lifecycle.ts,
+ * the controller's too); pods that are finished or terminating; pods without an IP yet
+ * for a filter relative to the pod's IPs; and instances that reached a limit in this
+ * generation.
  */
 export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod>, node: string, now = Date.now()): Map<SlotKey, Identity> {
   const result = new Map<SlotKey, Identity>();
@@ -62,17 +52,16 @@ export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod
   for (const capture of captures.values()) {
     if (!localNamespaces.has(capture.metadata.namespace)) continue;
     if (capture.metadata.deletionTimestamp || capture.status?.phase === 'Completed') continue;
-    const sessions = capture.status?.sessions ?? [];
-    if ((capture.spec.lifecycle ?? 'Follow') === 'Once' && sessions.some((s) => s.state === 'Ended' && !NETNS_ENDS.has(s.endReason ?? ''))) continue;
-    const generation = capture.metadata.generation ?? 0;
-    const firstStartTime = earliestStart(sessions);
-    if (firstStartTime && durationOver(capture.spec.limits?.duration, firstStartTime, now)) continue;
+    // an invalid duration is not finished: its sessions fail with InvalidSpec and say so
+    if (captureEnd(capture, now).finished) continue;
+    const generation = generationOf(capture);
+    const firstStartTime = firstStartOf(capture);
     for (const pod of local) {
       if (!isTarget(capture, pod)) continue;
       const podIPs = podIPsOf(pod);
       // the filter names the pod's IPs: it cannot be built before the pod has them
       if (podIPs.length === 0 && filterNeedsPodIPs(capture.spec.filter)) continue;
-      if (sessions.some((s) => s.podUID === pod.metadata.uid && s.generation === generation && endedByLimit(s))) continue;
+      if (instanceFinished(capture, pod.metadata.uid)) continue;
       const slot = slotKey(capture.metadata.uid, pod.metadata.name);
       const other = result.get(slot);
       if (other && pods.get(other.podUID) && newer(pods.get(other.podUID)!, pod)) continue;
@@ -100,23 +89,6 @@ export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod
  */
 const newer = (a: Pod, b: Pod): boolean =>
   ((a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? '') || a.metadata.uid.localeCompare(b.metadata.uid)) > 0;
-
-function durationOver(duration: string | undefined, firstStartTime: string, now: number): boolean {
-  if (!duration) return false;
-  try {
-    return Date.parse(firstStartTime) + parseDuration(duration) <= now;
-  } catch {
-    // the schema admits only valid durations; the session reports one it cannot parse
-    return false;
-  }
-}
-
-const endedByLimit = (s: SessionStatus): boolean => s.state === 'Ended' && FINAL_END_REASONS.has(s.endReason ?? '');
-
-function earliestStart(sessions: readonly SessionStatus[]): string | undefined {
-  const starts = sessions.map((s) => s.startTime).filter((t): t is string => !!t);
-  return starts.length === 0 ? undefined : starts.reduce((a, b) => (Date.parse(a) <= Date.parse(b) ? a : b));
-}
 
 /** status.podIPs lists podIP first when it is set; older API servers leave it out. */
 export function podIPsOf(pod: Pod): string[] {
@@ -159,7 +131,7 @@ export function whyGone(prev: Identity, captures: Snapshot<PacketCapture>, pods:
   const capture = captures.get(prev.pcUID);
   if (!capture || capture.metadata.deletionTimestamp) return REASONS.CaptureDeleted;
   if (capture.status?.phase === 'Completed') return REASONS.CaptureCompleted;
-  if ((capture.metadata.generation ?? 0) !== prev.generation) return REASONS.SpecChanged;
+  if (generationOf(capture) !== prev.generation) return REASONS.SpecChanged;
   const pod = pods.get(prev.podUID);
   if (!pod || pod.metadata.deletionTimestamp) return REASONS.PodDeleted;
   if (!isCapturable(pod, prev.node)) return REASONS.PodNotRunning;

@@ -3,7 +3,7 @@
 // files.ts); this file only wires it to the streams and keeps the node tidy.
 
 import type { KubeConfig } from '@kubernetes/client-node';
-import { firstValueFrom, ReplaySubject, retry, share, Subject, type Observable, type Subscription } from 'rxjs';
+import { firstValueFrom, ReplaySubject, share, type Observable, type Subscription } from 'rxjs';
 import { DEFAULT_DATA_DIR, GROUP, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
 import { startOpsServer, type OpsServer } from '../kube/health.ts';
 import type { Logger } from '../kube/log.ts';
@@ -122,24 +122,19 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   );
   subscriptions.push(pods$.subscribe(() => (podsSynced = true)));
 
-  const stop$ = new Subject<void>();
+  // replays the stop to a pipeline that starts again after it, so that one starts nothing
+  const stop$ = new ReplaySubject<void>(1);
   subscriptions.push(
-    sessionUpdates(captures$, pods$, node, stop$, deps)
-      .pipe(
-        retry({
-          delay: (err: unknown) => {
-            log.error({ err: String(err) }, 'session pipeline failed; its sessions were stopped, starting again');
-            return new Promise((resolve) => setTimeout(resolve, 1000));
-          },
-        }),
-      )
-      .subscribe((update) => {
-        metrics.observe(update);
-        const { session } = update;
-        if (session.state === 'Running' || session.state === 'Pending') liveDirs.set(session.id, session.path ?? '');
-        else liveDirs.delete(session.id);
-        status.update(update);
-      }),
+    sessionUpdates(captures$, pods$, node, stop$, deps, {
+      delayMs: 1000,
+      onError: (err) => log.error({ err: String(err) }, 'session pipeline failed; its sessions were stopped, starting again'),
+    }).subscribe((update) => {
+      metrics.observe(update);
+      const { session } = update;
+      if (session.state === 'Running' || session.state === 'Pending') liveDirs.set(session.id, session.path ?? '');
+      else liveDirs.delete(session.id);
+      status.update(update);
+    }),
   );
 
   const housekeeping = setInterval(() => void keepTidy(), opts.housekeepingMs ?? 60_000);

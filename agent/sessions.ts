@@ -24,6 +24,7 @@ import {
   of,
   catchError,
   repeat,
+  retry,
   scan,
   shareReplay,
   Subject,
@@ -184,10 +185,22 @@ export function slotEvents(
   return events;
 }
 
+export interface Restart {
+  /** how long after a failure the pipeline starts again */
+  delayMs: number;
+  onError?(err: unknown): void;
+}
+
 /**
  * Session entries of this node, from the capture and pod snapshots: per slot, the latest
  * identity picks the session, and every change of identity ends the old one. When `stop$`
  * emits, every slot goes away with AgentShutdown; await `deps.ends.drained()` after that.
+ *
+ * With `restart`, the pipeline starts again `restart.delayMs` after it fails. Only the part
+ * that makes sessions is retried: the sessions the failure tore down report their last
+ * entry through deps.ends once their tcpdump has exited, which is during the wait, so the
+ * ends stay subscribed across it. `stop$` should then replay its stop (a ReplaySubject): a
+ * pipeline that starts again after it must start nothing.
  */
 export function sessionUpdates(
   captures$: Observable<Snapshot<PacketCapture>>,
@@ -195,6 +208,7 @@ export function sessionUpdates(
   node: string,
   stop$: Observable<unknown>,
   deps: SessionDeps,
+  restart?: Restart,
 ): Observable<SessionUpdate> {
   const SHUTDOWN = undefined;
   const events$ = combineLatest([captures$, pods$]).pipe(
@@ -215,7 +229,17 @@ export function sessionUpdates(
     groupBy((event) => event.slot, { duration: (group) => group.pipe(filter((event) => !event.identity)) }),
     mergeMap((group) => slotSessions(group, deps)),
   );
-  return merge(live$, deps.ends.updates$);
+  const restarting$ = restart
+    ? live$.pipe(
+        retry({
+          delay: (err: unknown) => {
+            restart.onError?.(err);
+            return timer(restart.delayMs, deps.scheduler ?? asyncScheduler);
+          },
+        }),
+      )
+    : live$;
+  return merge(restarting$, deps.ends.updates$);
 }
 
 /**
@@ -232,7 +256,12 @@ function slotSessions(events$: Observable<SlotEvent>, deps: SessionDeps): Observ
     let ending: Reason = REASONS.Error;
     const following = (): Observable<SessionUpdate> => {
       let endedWith: string | undefined;
-      return defer(() => captureSession(latest!, deps, () => ending)).pipe(
+      return defer(() => {
+        // switchMap has run the old session's teardown by now; a session torn down by a
+        // failure, without a switch, must not report the previous switch's reason
+        ending = REASONS.Error;
+        return captureSession(latest!, deps, () => ending);
+      }).pipe(
         tap((update) => (endedWith = update.session.endReason)),
         repeat({ delay: () => (NETNS_ENDS.has(endedWith ?? '') ? of(true) : EMPTY) }),
       );
@@ -417,7 +446,7 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       log.info({ pid: proc.pid, dir, verifyMs: proc.verifiedAt.getTime() - proc.startedAt.getTime() }, 'session started');
       publish({ state: 'Running', reason: undefined, message: undefined, startTime: proc.verifiedAt.toISOString(), path: dir });
       if (durationMs !== undefined) {
-        // the whole capture's duration counts from its first session, on whichever node
+        // the whole capture's duration counts from the first session of this generation, on whichever node (crds/lifecycle.ts)
         const since = identity.firstStartTime ? Date.parse(identity.firstStartTime) : proc.verifiedAt.getTime();
         work.add(timer(Math.max(0, since + durationMs - scheduler.now()), scheduler).subscribe(() => endBySelf(proc, REASONS.Duration)));
       }

@@ -1,6 +1,6 @@
+import { captureEnd, currentSessions, generationOf, instanceFinished } from '../crds/lifecycle.ts';
 import {
   CONDITIONS,
-  NETNS_ENDS,
   REASONS,
   type Condition,
   type PacketCapture,
@@ -9,7 +9,6 @@ import {
   type SessionStatus,
   type TargetStatus,
 } from '../crds/packetcapture.ts';
-import { parseDuration } from '../crds/units.ts';
 import type { Resolution } from './targets.ts';
 
 /** The part of status the controller owns (field manager CONTROLLER_FIELD_MANAGER). */
@@ -83,10 +82,6 @@ export function carryTransitionTimes(
   return { ...desired, conditions };
 }
 
-/** Session ends that are an interruption rather than the end of the pod instance's capture. */
-const INTERRUPTIONS = new Set<string>([REASONS.AgentRestart, REASONS.AgentShutdown, REASONS.SpecChanged, REASONS.CaptureDeleted, ...NETNS_ENDS]);
-/** Session ends after which the agent does not restart that (podUID, generation). */
-const FINISHED = new Set<string>([REASONS.PacketLimit, REASONS.Duration]);
 /** Failures no retry fixes: only editing the spec does. */
 const SPEC_FAILURES = new Set<string>([REASONS.InvalidFilter, REASONS.InvalidSpec]);
 
@@ -104,37 +99,12 @@ interface Completion {
   invalid?: string;
 }
 
-/** Whether the capture has finished, from the sessions of its current generation. */
-function completion(capture: PacketCapture, sessions: SessionStatus[], targets: TargetStatus[], now: number): Completion {
-  const { limits, lifecycle } = capture.spec;
-  let nextDecisionAt: number | undefined;
-  if (limits?.duration !== undefined) {
-    let ms: number;
-    try {
-      ms = parseDuration(limits.duration);
-    } catch (err) {
-      return { invalid: `spec.limits.duration: ${(err as Error).message}` };
-    }
-    const starts = sessions.flatMap((s) => (s.startTime ? [Date.parse(s.startTime)] : [])).filter((t) => !Number.isNaN(t));
-    if (starts.length > 0) {
-      const first = Math.min(...starts);
-      const deadline = first + ms;
-      if (now >= deadline) {
-        return { completed: `limits.duration ${limits.duration} elapsed since the first session started at ${conditionTime(first)}` };
-      }
-      nextDecisionAt = deadline;
-    }
-  }
-  if (lifecycle === 'Once') {
-    const ended = sessions.find((s) => s.state === 'Ended' && !INTERRUPTIONS.has(s.endReason ?? ''));
-    if (ended) return { completed: `lifecycle Once: the capture of pod ${instance(ended)} ended (${ended.endReason ?? 'Ended'})` };
-  }
-  const limited = (t: TargetStatus) =>
-    sessions.some((s) => s.podUID === t.podUID && s.state === 'Ended' && s.endReason === REASONS.PacketLimit);
-  if (targets.length > 0 && targets.every(limited)) {
-    return { completed: `every target reached limits.maxPackets (${capture.spec.limits?.maxPackets ?? '?'} packets)` };
-  }
-  return { nextDecisionAt };
+/** The capture's end as the agent sees it too (crds/lifecycle.ts), with the targets only the controller knows. */
+function completion(capture: PacketCapture, targets: TargetStatus[], now: number): Completion {
+  const end = captureEnd(capture, now, targets);
+  if (end.finished) return { completed: end.message };
+  if ('invalid' in end) return { invalid: end.invalid };
+  return end.deadline !== undefined ? { nextDecisionAt: end.deadline } : {};
 }
 
 type TargetProgress =
@@ -151,10 +121,16 @@ function sessionOf(t: TargetStatus, sessions: SessionStatus[]): SessionStatus | 
     .sort((a, b) => (STATE_ORDER[a.state] ?? 9) - (STATE_ORDER[b.state] ?? 9) || (b.startTime ?? '').localeCompare(a.startTime ?? ''))[0];
 }
 
-function progressOf(t: TargetStatus, sessions: SessionStatus[], allSessions: SessionStatus[], agentNodes: ReadonlySet<string>): TargetProgress {
+function progressOf(
+  capture: PacketCapture,
+  t: TargetStatus,
+  sessions: SessionStatus[],
+  allSessions: SessionStatus[],
+  agentNodes: ReadonlySet<string>,
+): TargetProgress {
   const s = sessionOf(t, sessions);
   if (s?.state === 'Running') return { state: 'running' };
-  if (s?.state === 'Ended' && FINISHED.has(s.endReason ?? '')) return { state: 'finished' };
+  if (instanceFinished(capture, t.podUID)) return { state: 'finished' };
   if (!agentNodes.has(t.nodeName)) {
     return { state: 'waiting', reason: REASONS.NoNodeAgent, detail: `${instance(t)}: no agent on node ${t.nodeName}` };
   }
@@ -189,10 +165,10 @@ const waitRank = (reason: string) => {
  * observedGeneration is always the generation decided on. Pure: `now` is passed in.
  */
 export function deriveStatus({ capture, resolution, now, agentNodes, deletion }: StatusInput): DerivedStatus {
-  const generation = capture.metadata.generation ?? 1;
+  const generation = generationOf(capture);
   const previous = capture.status;
   const allSessions = previous?.sessions ?? [];
-  const sessions = allSessions.filter((s) => s.generation === generation);
+  const sessions = currentSessions(capture);
   const { targets } = resolution;
 
   const targetResolved: DesiredCondition =
@@ -210,7 +186,7 @@ export function deriveStatus({ capture, resolution, now, agentNodes, deletion }:
   const previousReady = previous?.conditions?.find((c) => c.type === CONDITIONS.Ready);
   const stillCompleted =
     previous?.phase === 'Completed' && previous.observedGeneration === generation && previousReady?.reason === REASONS.CaptureCompleted;
-  const done: Completion = stillCompleted ? { completed: previousReady.message } : completion(capture, sessions, targets, now);
+  const done: Completion = stillCompleted ? { completed: previousReady.message } : completion(capture, targets, now);
   const specFailure =
     resolution.reason === REASONS.InvalidSpec
       ? { reason: REASONS.InvalidSpec, message: resolution.message }
@@ -232,7 +208,7 @@ export function deriveStatus({ capture, resolution, now, agentNodes, deletion }:
     capturing = { type: CONDITIONS.Capturing, status: 'False', reason: REASONS.CaptureCompleted, message: done.completed };
   } else {
     nextDecisionAt = done.nextDecisionAt;
-    const progress = targets.map((t) => ({ t, p: progressOf(t, sessions, allSessions, agentNodes) }));
+    const progress = targets.map((t) => ({ t, p: progressOf(capture, t, sessions, allSessions, agentNodes) }));
     const running = progress.filter(({ p }) => p.state === 'running').map(({ t }) => t);
     const waiting = progress.flatMap(({ p }) => (p.state === 'waiting' ? [p] : []));
     phase = running.length > 0 ? 'Capturing' : 'Pending';

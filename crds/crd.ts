@@ -197,7 +197,7 @@ const limits: SchemaProps = {
       minimum: 1,
     }),
     duration: string(
-      'How long the whole capture runs after its first session started, as a Go duration: 30s, 10m, 1h30m, 500ms.',
+      'How long the whole capture runs after the first session of its current spec started (an edit restarts the clock), as a Go duration: 30s, 10m, 1h30m, 500ms.',
       { maxLength: 64, pattern: DURATION_PATTERN },
     ),
     fileSize: string('Rotate to a new file at this size, as a quantity of bytes: 10Mi, 500k, 1G, 500000.', {
@@ -237,7 +237,7 @@ const spec: SchemaProps = {
     filter,
     limits,
     lifecycle: string(
-      'Follow: capture each new instance of the target pods until the capture ends. Once: end after the first instance of each.',
+      'Follow: capture each new instance of the target pods until the capture ends. Once: the capture completes when the capture of its first pod instance ends (pod deleted, replaced or stopped, or a limit reached); agent restarts, netns changes and spec edits do not end it.',
       { enum: [...LIFECYCLES], default: DEFAULTS.lifecycle },
     ),
   },

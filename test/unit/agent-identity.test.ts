@@ -121,13 +121,15 @@ describe('identities', () => {
     expect(only(identities(snapshot(capture()), snapshot(replacement, old), NODE)).podUID).toBe(A);
   });
 
-  it('carries the earliest session start of the capture, on any node, for the duration limit', () => {
+  it('carries the earliest session start of this generation, on any node, for the duration limit: an edit restarts the clock', () => {
     const sessions = [
-      session({ id: 's2', startTime: '2024-05-01T10:05:00Z', nodeName: 'node-b' }),
-      session({ id: 's1', startTime: '2024-05-01T10:00:00Z', nodeName: 'node-c' }),
-      session({ id: 's3', state: 'Pending' }),
+      session({ id: 's0', startTime: '2024-05-01T09:00:00Z', generation: 1 }),
+      session({ id: 's2', startTime: '2024-05-01T10:05:00Z', nodeName: 'node-b', generation: 2 }),
+      session({ id: 's1', startTime: '2024-05-01T10:00:00Z', nodeName: 'node-c', generation: 2 }),
+      session({ id: 's3', state: 'Pending', generation: 2 }),
     ];
-    expect(only(identities(snapshot(capture({ sessions })), snapshot(pod({ uid: A })), NODE)).firstStartTime).toBe('2024-05-01T10:00:00Z');
+    const id = only(identities(snapshot(capture({ generation: 2, sessions })), snapshot(pod({ uid: A })), NODE, Date.parse('2024-05-01T10:01:00Z')));
+    expect(id.firstStartTime).toBe('2024-05-01T10:00:00Z');
   });
 });
 

@@ -3,7 +3,7 @@
 // read as a timestamped log of session entries and process starts/stops.
 
 import pino from 'pino';
-import { map, Observable, of, ReplaySubject, takeUntil, timer } from 'rxjs';
+import { defer, map, Observable, of, ReplaySubject, takeUntil, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import type { Pod } from '../../agent/identity.ts';
@@ -126,14 +126,17 @@ function drive(
   stopMs: number,
   endMs = stopMs + 100,
 ): { log: string[]; updates: SessionUpdate[] } {
+  return collect(scheduler, sessionUpdates(captures$, pods$, NODE, timer(stopMs), node.deps), endMs);
+}
+
+/** Every update `updates$` emits until `endMs`, as the log `short` writes. */
+function collect(scheduler: TestScheduler, updates$: Observable<SessionUpdate>, endMs: number): { log: string[]; updates: SessionUpdate[] } {
   const log: string[] = [];
   const updates: SessionUpdate[] = [];
-  sessionUpdates(captures$, pods$, NODE, timer(stopMs), node.deps)
-    .pipe(takeUntil(timer(endMs)))
-    .subscribe((u) => {
-      updates.push(u);
-      log.push(short(scheduler)(u));
-    });
+  updates$.pipe(takeUntil(timer(endMs))).subscribe((u) => {
+    updates.push(u);
+    log.push(short(scheduler)(u));
+  });
   scheduler.flush();
   return { log, updates };
 }
@@ -470,6 +473,53 @@ describe('sessionUpdates', () => {
       expect(updates).toHaveLength(4);
       expect(inFlight).toEqual([1]);
       expect(node.deps.ends.inFlight).toBe(0);
+    });
+  });
+});
+
+describe('sessionUpdates that start again after a failure', () => {
+  it('every final entry of the sessions a pipeline failure tore down reaches the writer, though it arrives while the pipeline waits to start again', () => {
+    run(({ cold, scheduler }) => {
+      const node = fakeNode(scheduler);
+      const pc = { c: snapshot(capture()) };
+      const pods = { a: snapshot(pod({ uid: A })), b: snapshot(pod({ uid: B })) };
+      // the first attempt's capture watch fails at 30 ms; the one after the restart does not
+      const attempts = [cold('c 29ms #', pc), cold('c', pc)];
+      const podAttempts = [cold('a 9ms b', pods), cold('b', pods)];
+      const captures$ = defer(() => attempts.shift()!);
+      const pods$ = defer(() => podAttempts.shift()!);
+      const stop$ = new ReplaySubject<void>(1);
+      scheduler.schedule(() => stop$.next(), 1100);
+      const errors: unknown[] = [];
+      const restarting$ = sessionUpdates(captures$, pods$, NODE, stop$, node.deps, { delayMs: 1000, onError: (err) => errors.push(err) });
+      const { log } = collect(scheduler, restarting$, 1300);
+      expect(errors).toHaveLength(1);
+      expect(log).toEqual([
+        '0 a:Pending',
+        '0 a:Running',
+        '10 b:Pending',
+        '10 b:Running',
+        `${10 + STOP_MS} a:Ended/PodReplaced`,
+        // torn down by the failure, not by a switch: it does not carry the slot's last switch reason
+        `${30 + STOP_MS} b:Ended/Error`,
+        '1030 b:Pending',
+        '1030 b:Running',
+        `${1100 + STOP_MS} b:Ended/AgentShutdown`,
+      ]);
+      expect(node.live.size).toBe(0);
+    });
+  });
+
+  it('a pipeline that starts again after the stop starts no session', () => {
+    run(({ cold, scheduler }) => {
+      const node = fakeNode(scheduler);
+      const attempts = [cold('c 9ms #', { c: snapshot(capture()) }), cold('c', { c: snapshot(capture()) })];
+      const stop$ = new ReplaySubject<void>(1);
+      scheduler.schedule(() => stop$.next(), 500);
+      const pods$ = cold('a', { a: snapshot(pod({ uid: A })) });
+      const { log } = collect(scheduler, sessionUpdates(defer(() => attempts.shift()!), pods$, NODE, stop$, node.deps, { delayMs: 1000 }), 2000);
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', `${10 + STOP_MS} a:Ended/Error`]);
+      expect(node.processes).toHaveLength(2);
     });
   });
 });
