@@ -111,9 +111,12 @@ export async function readManifests(file: string): Promise<KubeObject[]> {
   return docs.map((d) => d.toJS() as KubeObject | null).filter((o): o is KubeObject => !!o);
 }
 
-/** The objects of every *.yaml in a directory, in file-name order. */
+/**
+ * The objects of every synthesized manifest (*.k8s.yaml) in a directory, in file-name order;
+ * dist/kustomization.yaml is kustomize's, not an object for the API server.
+ */
 export async function readManifestDir(dir: string): Promise<KubeObject[]> {
-  const files = (await readdir(dir)).filter((f) => f.endsWith('.yaml')).sort();
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.k8s.yaml')).sort();
   return (await Promise.all(files.map((f) => readManifests(join(dir, f))))).flat();
 }
 
