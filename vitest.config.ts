@@ -6,7 +6,8 @@ import { defineConfig } from 'vitest/config';
 // Both share ONE control plane per run (test/support/control-plane-setup.ts), started
 // only when a file of either project runs; each test file works in its own namespace.
 // The projects run one after another (groupOrder): integration tests restart the API server
-// and compact etcd, and e2e tests share one bridge, so neither may overlap the other.
+// and compact etcd, and e2e tests share one bridge, so neither may overlap the other. The
+// real-node suite starts its own control plane (with the node lifecycle controller) and node.
 export default defineConfig({
   test: {
     reporters: ['default'],
