@@ -223,13 +223,10 @@ export class RealNode {
   }
 
   async importImage(ref: string, archive: string): Promise<void> {
-    await this.ctr(['images', 'import', '--no-unpack=false', '--digests', archive]).catch(async () => this.ctr(['images', 'import', archive]));
-    // ctr names an imported image by the archive's annotations; make sure it answers to `ref`
+    await this.ctr(['images', 'import', archive]);
+    // ctr names the image by the archive index's annotation, which the image scripts set to `ref`
     const names = (await this.ctr(['images', 'ls', '-q'])).split('\n').filter(Boolean);
-    if (!names.includes(ref)) {
-      const imported = await importedName(this, archive, names);
-      await this.ctr(['images', 'tag', '--force', imported, ref]);
-    }
+    if (!names.includes(ref)) throw new Error(`imported ${archive} into ${this.name}, but it is not named ${ref} (there are: ${names.join(', ')})`);
   }
 
   private async startKubelet(): Promise<void> {
@@ -382,16 +379,6 @@ async function preflight(): Promise<void> {
     if ((await complete('sh', ['-c', `command -v ${tool}`])).code !== 0) missing.push(pkg);
   }
   if (missing.length > 0) throw new Error(`the real node needs ${missing.join(', ')} (apt-get install -y ${missing.join(' ')})`);
-}
-
-async function importedName(node: RealNode, archive: string, names: string[]): Promise<string> {
-  // the newest image whose name the archive's index annotates
-  const listing = (await run('tar', ['-xOf', archive, 'index.json']).catch(() => '{}')) || '{}';
-  const index = JSON.parse(listing) as { manifests?: { annotations?: Record<string, string> }[] };
-  const annotated = (index.manifests ?? []).flatMap((m) => Object.values(m.annotations ?? {}));
-  const match = names.find((n) => annotated.some((a) => n === a || n.endsWith(`/${a}`) || n.endsWith(`:${a}`)));
-  if (!match) throw new Error(`imported ${archive} into ${node.name}, but cannot tell its name among ${names.join(', ')}`);
-  return match;
 }
 
 /** One bridge network, no gateway and no NAT: nothing a pod sends can leave the machine. */

@@ -7,9 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { vi } from 'vitest';
-import { isNotFound, kubeRequest } from '../../kube/http.ts';
-import { scriptOutputDir } from '../../local/control-plane.ts';
-import { NODE_BINARIES_SCRIPT, REAL_NODE_NETWORK } from '../../local/real-node.ts';
+import { kubeRequest } from '../../kube/http.ts';
 import type { ControlPlane } from '../../local/control-plane.ts';
 import { missingRootOrTools, requireOrSkip } from '../support/require.ts';
 
@@ -63,13 +61,3 @@ export async function waitReady(kc: KubeConfig, ns: string, name: string, notUID
     { ...WAIT, timeout },
   );
 }
-
-export async function deleteIfPresent(kc: KubeConfig, path: string): Promise<void> {
-  await kubeRequest(kc, 'DELETE', path).catch((err: unknown) => {
-    if (!isNotFound(err)) throw err;
-  });
-}
-
-
-/** The node binaries dir (built or cached), for the kubelet's version in reports. */
-export const nodeBinDir = (): Promise<string> => scriptOutputDir(NODE_BINARIES_SCRIPT, ['kubelet']);
