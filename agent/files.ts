@@ -1,12 +1,14 @@
-// A capture's files on the node: <dataDir>/<namespace>/<name>/<podUID>/<sessionId>/capture.pcap*
+// A capture's files on the node: <dataDir>/<namespace>/<name>/<podUID>/<sessionId>/capture-<n>.pcapng
 // and their upkeep: keep files of deleted captures for a while, never fill the disk.
 
-import { mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
-/** tcpdump writes capture.pcap, or capture.pcap0..N-1 / capture.pcap1.. when rotating. */
-export const CAPTURE_FILE = 'capture.pcap';
-const CAPTURE_FILES = /^capture\.pcap[0-9]*$/;
+/** The n-th file of a session (from 1): a rotation counts on, a ring keeps the newest. */
+export const captureFileName = (n: number): string => `capture-${n}.pcapng`;
+/** Names of capture files, for whoever serves or lists them. */
+export const CAPTURE_FILE = /^capture-[1-9][0-9]*\.pcapng$/;
 
 /** Written into <dataDir>/<namespace>/<name>/ when that capture is first seen gone. */
 export const DELETED_MARKER = '.deleted';
@@ -40,13 +42,13 @@ export interface SessionMeta {
 
 /**
  * Creates a session's directory (packets are private, so only root may read them) with its
- * SESSION_FILE: a capture deleted and created again under its name shares the
+ * SESSION_FILE, synchronously (the writer makes it the instant its netns is verified): a capture deleted and created again under its name shares the
  * <namespace>/<name> directory with its predecessor until retention removes the old files,
  * and this is how the two are told apart.
  */
-export async function makeSessionDir(dir: string, meta: SessionMeta): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeFile(join(dir, SESSION_FILE), JSON.stringify(meta), { mode: 0o600 });
+export function makeSessionDir(dir: string, meta: SessionMeta): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, SESSION_FILE), JSON.stringify(meta), { mode: 0o600 });
 }
 
 /** The session's SESSION_FILE, or undefined when it is missing or unreadable. */
@@ -64,19 +66,8 @@ export async function listSessionFiles(dir: string): Promise<SessionFile[]> {
   return (await captureFiles(dir)).map(({ name, size }) => ({ name, size }));
 }
 
-/** Bytes still free on the filesystem holding `dir`, counting root's reserve: tcpdump writes as root. */
-export async function diskFree(dir: string): Promise<number> {
-  const fs = await statfs(dir);
-  return fs.bfree * fs.bsize;
-}
-
-export async function dirStats(dir: string): Promise<{ files: number; bytes: number }> {
-  const files = await captureFiles(dir);
-  return { files: files.length, bytes: files.reduce((sum, file) => sum + file.size, 0) };
-}
-
 async function captureFiles(dir: string): Promise<(SessionFile & { mtimeMs: number })[]> {
-  const names = (await entries(dir)).filter((name) => CAPTURE_FILES.test(name));
+  const names = (await entries(dir)).filter((name) => CAPTURE_FILE.test(name));
   const files = await Promise.all(
     names.map(async (name) => {
       const info = await stat(join(dir, name)).catch(ignoreMissing);

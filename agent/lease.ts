@@ -47,6 +47,7 @@ export function startAgentLease(opts: {
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let failing = false;
+  const renewMs = opts.renewMs ?? LEASE_RENEW_MS;
 
   const renew = async () => {
     try {
@@ -54,6 +55,8 @@ export function startAgentLease(opts: {
       await kubeRequest(opts.kubeConfig, 'PATCH', path, {
         contentType: APPLY_PATCH,
         query: { fieldManager: agentFieldManager(opts.node), force: true },
+        // a renewal that hangs must not hold up the next one past the lease's 30 s
+        timeoutMs: renewMs,
         body: {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
@@ -75,7 +78,7 @@ export function startAgentLease(opts: {
   };
   const loop = async () => {
     await renew();
-    if (!stopped) timer = setTimeout(() => void loop(), opts.renewMs ?? LEASE_RENEW_MS);
+    if (!stopped) timer = setTimeout(() => void loop(), renewMs);
   };
   const first = loop();
   return {

@@ -2,21 +2,26 @@
 // session does to the node goes through the process layer (netns.ts, tcpdump.ts,
 // files.ts); this file only wires it to the streams and keeps the node tidy.
 
+import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { firstValueFrom, ReplaySubject, share, type Observable, type Subscription } from 'rxjs';
 import { DEFAULT_DATA_DIR, GROUP, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
 import { startOpsServer, type OpsServer } from '../kube/health.ts';
 import type { Logger } from '../kube/log.ts';
 import { watchSnapshots, type Snapshot } from '../kube/watch.ts';
-import { dirStats, diskFree, enforceDiskCap, makeSessionDir, pruneDeleted } from './files.ts';
+import { CaptureWriter } from './capture-writer.ts';
+import { enforceDiskCap, pruneDeleted } from './files.ts';
 import type { Pod } from './identity.ts';
-import { FILES_PROXY_ANNOTATION, filesProxyPath, startAgentLease } from './lease.ts';
+import { LiveFeeds } from './live-feeds.ts';
+import { startAgentLease } from './lease.ts';
 import { AgentMetrics } from './metrics.ts';
-import { findPodNetns, recheckPodNetns } from './netns.ts';
-import { processIdentity, reapStale, RunningFile } from './reaper.ts';
-import { filesRoute } from './serve.ts';
+import { findPodNetns, holdNetns, recheckPodNetns } from './netns.ts';
+import { processIdentityNow, reapStale, RunningFile, sessionMark } from './reaper.ts';
+import { DATA_URL_ANNOTATION, filesRoute } from './serve.ts';
 import { SessionStatusWriter } from './session-status.ts';
 import { SessionEnds, sessionUpdates, type SessionDeps, type SessionTiming } from './sessions.ts';
+import { streamRoute } from './stream.ts';
 import { compileFilter, startTcpdump } from './tcpdump.ts';
 
 export interface AgentOptions {
@@ -37,12 +42,14 @@ export interface AgentOptions {
   housekeepingMs?: number;
   /** re-derive everything from the current snapshots this often (default 30 s) */
   resyncMs?: number;
+  /** a watch silent this long, not even a bookmark, is re-listed (default 90 s: kube/watch.ts) */
+  watchSilentMs?: number;
   timing?: Partial<SessionTiming>;
   /** status progress writes per capture at most this often (default 2 s) */
   statusThrottleMs?: number;
   leaseRenewMs?: number;
-  /** the agent's own pod, when it runs in one: kubectl-pcap then reaches it through pods/proxy, else nodes/proxy */
-  pod?: { name: string; namespace: string };
+  /** the address the packet-capture API reaches this agent's files at (default: POD_IP, else loopback) */
+  advertiseAddress?: string;
 }
 
 export interface AgentHandle {
@@ -55,9 +62,14 @@ export interface AgentHandle {
   stop(reason?: string): Promise<void>;
 }
 
+/** The version the agent's files name as their writer. */
+const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const urlHost = (address: string): string => (address.includes(':') ? `[${address}]` : address);
+
 export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const node = opts.nodeName;
-  const dataDir = opts.dataDir ?? DEFAULT_DATA_DIR;
+  const dataDir = resolvePath(opts.dataDir ?? DEFAULT_DATA_DIR);
   const procRoot = opts.procRoot ?? '/proc';
   const log = 'node' in opts.log.bindings() ? opts.log : opts.log.child({ node });
   const kc = opts.kubeConfig;
@@ -67,14 +79,16 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
 
   const share1 = <T>(source: Observable<T>) => source.pipe(share({ connector: () => new ReplaySubject<T>(1), resetOnRefCountZero: true }));
   const resyncMs = opts.resyncMs ?? 30_000;
-  const captures$ = share1(watchSnapshots<PacketCapture>(kc, { path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, resyncMs, log }));
-  const pods$ = share1(watchSnapshots<Pod>(kc, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${node}`, resyncMs, log }));
+  const silentMs = opts.watchSilentMs;
+  const captures$ = share1(watchSnapshots<PacketCapture>(kc, { path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, resyncMs, silentMs, log }));
+  const pods$ = share1(watchSnapshots<Pod>(kc, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${node}`, resyncMs, silentMs, log }));
 
   const status = new SessionStatusWriter({ kubeConfig: kc, node, log, throttleMs: opts.statusThrottleMs });
   const metrics = new AgentMetrics({ statusWrites: () => status.writes });
   metrics.reaped.inc(reaped.length);
   const running = new RunningFile(dataDir, log);
   const ends = new SessionEnds();
+  const feeds = new LiveFeeds();
   const liveDirs = new Map<string, string>();
   let latestCaptures: Snapshot<PacketCapture> | undefined;
   let podsSynced = false;
@@ -86,26 +100,35 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
     timing: opts.timing,
     findNetns: (podUID) => findPodNetns(podUID, { procRoot }),
     checkNetns: (podUID, captured) => recheckPodNetns(podUID, captured, { procRoot }),
-    compileFilter: (expression, netnsPath) => compileFilter(expression, { netnsPath }),
-    makeDir: makeSessionDir,
-    dirStats,
-    diskFree,
+    holdNetns: (podUID, lookup) => holdNetns(podUID, lookup, { procRoot }),
+    compileFilter: (expression, netns) => compileFilter(expression, { netns }),
+    agentVersion: AGENT_VERSION,
+    writer: (request) => {
+      const writer = new CaptureWriter(request.dir, request.label, request.limits, request);
+      feeds.add(writer);
+      return writer;
+    },
     start: async (request) => {
-      const tcpdump = await startTcpdump({ netnsPath: request.netnsPath, expectedInode: request.inode, argv: request.argv, log: request.log });
-      const identity = await processIdentity(tcpdump.pid);
-      if (identity) {
-        const { identity: id } = request;
-        void running.add({
-          pid: tcpdump.pid,
-          startTicks: identity.startTicks,
-          sessionId: request.sessionId,
-          namespace: id.namespace,
-          name: id.name,
-          pcUID: id.pcUID,
-          podUID: id.podUID,
-          dir: request.dir,
-        });
-      }
+      const { identity: id } = request;
+      let pid: number | undefined;
+      const tcpdump = await startTcpdump({
+        netns: request.netns,
+        argv: request.argv,
+        sink: request.writer,
+        mark: sessionMark(dataDir, request.sessionId),
+        log: request.log,
+        // recorded while tcpdump still starts: a record for a process that never captured costs nothing
+        onSpawn: (spawned) => {
+          pid = spawned;
+          const started = processIdentityNow(spawned, procRoot);
+          if (started) {
+            void running.add({ pid: spawned, startTicks: started.startTicks, sessionId: request.sessionId, namespace: id.namespace, name: id.name, pcUID: id.pcUID, podUID: id.podUID, dir: request.dir });
+          }
+        },
+      }).catch((err: unknown) => {
+        if (pid !== undefined) void running.remove(pid);
+        throw err;
+      });
       void tcpdump.exited.then(() => running.remove(tcpdump.pid));
       return tcpdump;
     },
@@ -160,21 +183,21 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
       port: opts.metricsPort,
       registry: metrics.registry,
       ready: () => latestCaptures !== undefined && podsSynced,
-      routes: [filesRoute(dataDir)],
+      routes: [filesRoute(dataDir), streamRoute(feeds, node)],
     });
   } catch (err) {
     subscriptions.forEach((s) => s.unsubscribe());
     clearInterval(housekeeping);
     throw err;
   }
-  // after the ops server, whose port the Lease tells kubectl-pcap
+  // after the ops server, whose port the Lease tells the packet-capture API
   const lease = startAgentLease({
     kubeConfig: kc,
     node,
     namespace: opts.namespace,
     log,
     renewMs: opts.leaseRenewMs,
-    annotations: { [FILES_PROXY_ANNOTATION]: filesProxyPath(node, server.port, opts.pod) },
+    annotations: { [DATA_URL_ANNOTATION]: `http://${urlHost(opts.advertiseAddress ?? process.env.POD_IP ?? '127.0.0.1')}:${server.port}` },
   });
   log.info({ dataDir, port: server.port, reaped: reaped.length }, 'agent started');
 

@@ -2,10 +2,11 @@
 // whose path names the pod UID; those processes' /proc/<pid>/ns/net is the pod's netns.
 // The lookup reads /proc and proves its answer or says why it cannot: it never guesses.
 
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REASONS } from '../crds/packetcapture.ts';
+import { CaptureError } from './capture-error.ts';
 
 export type NetnsLookup =
   | { found: true; pid: number; netnsPath: string; inode: number; pids: number[] }
@@ -126,6 +127,47 @@ function decide(podUID: string, procRoot: string, inodes: Map<number, number>, u
     };
   }
   return { found: true, pid, netnsPath: join(procRoot, String(pid), 'ns', 'net'), inode: inodes.get(pid)!, pids };
+}
+
+/** An open handle on a pod's netns: what tcpdump enters, so a PID reused after the lookup cannot redirect it. */
+export interface HeldNetns {
+  fd: number;
+  inode: number;
+  /** the process the lookup found it through */
+  pid: number;
+  /** closes the handle; safe to call more than once */
+  close(): void;
+}
+
+/**
+ * Opens the netns the lookup found and proves the handle is the pod's: the open file is
+ * the inode the lookup saw, and the process it was opened through still belongs to the
+ * pod after the open (its PID was not reused by another process in between). Throws
+ * NetnsNotFound when the process is gone, NetnsMismatch when the proof fails.
+ */
+export function holdNetns(podUID: string, lookup: { pid: number; inode: number }, { procRoot = '/proc' }: { procRoot?: string } = {}): HeldNetns {
+  let fd: number;
+  try {
+    fd = openSync(join(procRoot, String(lookup.pid), 'ns', 'net'), 'r');
+  } catch (err) {
+    if (vanished(err)) throw new CaptureError(REASONS.NetnsNotFound, `pod ${podUID}'s process ${lookup.pid} exited before its network namespace could be opened`);
+    throw err;
+  }
+  let open = true;
+  // idempotent: a session closes it when tcpdump is in, and again on every way out
+  const close = () => {
+    if (open) closeSync(fd);
+    open = false;
+  };
+  const held = fstatSync(fd).ino;
+  if (held !== lookup.inode || !stillInPod(lookup.pid, podUID, lookup.inode, procRoot)) {
+    close();
+    throw new CaptureError(
+      REASONS.NetnsMismatch,
+      `process ${lookup.pid} no longer proves pod ${podUID}'s network namespace (opened net:[${held}], the lookup saw net:[${lookup.inode}]); looking again`,
+    );
+  }
+  return { fd, inode: held, pid: lookup.pid, close };
 }
 
 /** Whether the netns a session captures is still its pod's, as recheckPodNetns sees it. */

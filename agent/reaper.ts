@@ -4,9 +4,11 @@
 // that still runs. A PID is only trusted together with its start time, so a recycled PID
 // (now some other process) is never killed.
 
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../kube/log.ts';
+import { SESSION_MARK } from './tcpdump.ts';
 
 export interface RunningRecord {
   pid: number;
@@ -22,15 +24,34 @@ export interface RunningRecord {
 
 export const runningFile = (dataDir: string): string => join(dataDir, '.agent', 'running.json');
 
-/** Start time and command name of a process, or undefined once it has exited. */
-export async function processIdentity(pid: number, procRoot = '/proc'): Promise<{ startTicks: string; comm: string } | undefined> {
-  let text: string;
+/** Start time and command name of a process, or undefined once it has exited; synchronous, so a record can be written the moment a process is spawned. */
+export function processIdentityNow(pid: number, procRoot = '/proc'): { startTicks: string; comm: string } | undefined {
   try {
-    text = await readFile(join(procRoot, String(pid), 'stat'), 'utf8');
+    return parseStat(readFileSync(join(procRoot, String(pid), 'stat'), 'utf8'));
   } catch {
     return undefined;
   }
-  return parseStat(text);
+}
+
+/**
+ * The SESSION_MARK value (agent/tcpdump.ts) of a session's tcpdump: its environment names
+ * the data dir it belongs to, so an agent finds its own tcpdumps that have no record (the
+ * agent died between spawn and record) and never touches another agent's.
+ */
+export const sessionMark = (dataDir: string, sessionId: string): string => `${dataDir}|${sessionId}`;
+
+/** The pids of tcpdump processes whose environment carries a mark of `dataDir`. */
+export async function markedTcpdumps(dataDir: string, procRoot = '/proc'): Promise<number[]> {
+  const prefix = `${SESSION_MARK}=${sessionMark(dataDir, '')}`;
+  const pids = (await readdir(procRoot)).filter((entry) => /^[0-9]+$/.test(entry)).map(Number);
+  return pids.filter((pid) => {
+    try {
+      if (readFileSync(join(procRoot, String(pid), 'comm'), 'utf8').trim() !== 'tcpdump') return false;
+      return readFileSync(join(procRoot, String(pid), 'environ'), 'latin1').split('\0').some((v) => v.startsWith(prefix));
+    } catch {
+      return false; // exited while looked at, or not ours to read
+    }
+  });
 }
 
 /** `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so fields count from the last `)`. */
@@ -95,32 +116,49 @@ async function readRecords(dataDir: string): Promise<RunningRecord[]> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Kills every tcpdump a previous agent recorded that still runs as that very process (same
- * PID, same start time, command tcpdump): SIGTERM, SIGKILL after `graceMs`. Then empties
- * the record. Returns the records whose process was found alive and killed.
+ * Kills every tcpdump a previous agent left: each recorded one that still runs as that
+ * very process (same PID, same start time, command tcpdump), and each tcpdump marked with
+ * this data dir that has no record. SIGTERM, SIGKILL after `graceMs`; a process that does
+ * not go within `killWaitMs` after that (stuck in D state) is reported and left: start-up
+ * must not hang on it. Then empties the record. Returns what was found alive.
  */
 export async function reapStale(
   dataDir: string,
-  { procRoot = '/proc', log, graceMs = 2000 }: { procRoot?: string; log: Logger; graceMs?: number },
-): Promise<RunningRecord[]> {
-  const reaped: RunningRecord[] = [];
-  const isThatProcess = async (record: RunningRecord) => {
-    const now = await processIdentity(record.pid, procRoot);
-    return now !== undefined && now.startTicks === record.startTicks && now.comm === 'tcpdump';
-  };
-  for (const record of await readRecords(dataDir)) {
-    if (!(await isThatProcess(record))) continue;
-    const bindings = { namespace: record.namespace, name: record.name, podUID: record.podUID, session: record.sessionId, pid: record.pid };
+  { procRoot = '/proc', log, graceMs = 2000, killWaitMs = 3000 }: { procRoot?: string; log: Logger; graceMs?: number; killWaitMs?: number },
+): Promise<(RunningRecord | { pid: number; startTicks: string; unrecorded: true })[]> {
+  const recorded = (await readRecords(dataDir)).filter((record) => isThatProcess(record, procRoot));
+  const known = new Set(recorded.map((record) => record.pid));
+  const unrecorded = (await markedTcpdumps(dataDir, procRoot))
+    .filter((pid) => !known.has(pid))
+    .flatMap((pid) => {
+      const now = processIdentityNow(pid, procRoot);
+      return now ? [{ pid, startTicks: now.startTicks, unrecorded: true as const }] : [];
+    });
+  const found = [...recorded, ...unrecorded];
+  for (const target of found) {
+    const bindings = 'namespace' in target ? { namespace: target.namespace, name: target.name, podUID: target.podUID, session: target.sessionId, pid: target.pid } : { pid: target.pid, unrecorded: true };
     log.warn(bindings, 'tcpdump of a previous agent still runs, stopping it');
-    signal(record.pid, 'SIGTERM');
-    const deadline = Date.now() + graceMs;
-    while ((await isThatProcess(record)) && Date.now() < deadline) await sleep(50);
-    if (await isThatProcess(record)) signal(record.pid, 'SIGKILL');
-    while (await isThatProcess(record)) await sleep(20);
-    reaped.push(record);
+    signal(target.pid, 'SIGTERM');
+    if (await goneWithin(target, procRoot, graceMs)) continue;
+    signal(target.pid, 'SIGKILL');
+    if (!(await goneWithin(target, procRoot, killWaitMs))) log.error(bindings, 'tcpdump of a previous agent did not exit after SIGKILL (uninterruptible?); going on without it');
   }
   await writeRecords(dataDir, '[]');
-  return reaped;
+  return found;
+}
+
+function isThatProcess(record: { pid: number; startTicks: string }, procRoot: string): boolean {
+  const now = processIdentityNow(record.pid, procRoot);
+  return now !== undefined && now.startTicks === record.startTicks && now.comm === 'tcpdump';
+}
+
+async function goneWithin(record: { pid: number; startTicks: string }, procRoot: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (isThatProcess(record, procRoot)) {
+    if (Date.now() >= deadline) return false;
+    await sleep(20);
+  }
+  return true;
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {

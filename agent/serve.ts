@@ -1,5 +1,5 @@
-// Capture files over HTTP, for a kubectl plugin reaching the agent through the API
-// server's pods/proxy or services/proxy:
+// Capture files over HTTP, for the packet-capture API (apiserver/), which reaches the agent
+// at the URL its presence Lease publishes (DATA_URL_ANNOTATION):
 //   GET /files/<ns>/<name>                              JSON: every pod instance and session
 //   GET /files/<ns>/<name>/<podUID>                     JSON: that instance's sessions
 //   GET /files/<ns>/<name>/<podUID>/<session>           JSON: that session's files
@@ -11,11 +11,13 @@ import { readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { Route } from '../kube/health.ts';
-import { listSessionFiles, readSessionMeta, type SessionFile } from './files.ts';
+import { CAPTURE_FILE, listSessionFiles, readSessionMeta, type SessionFile } from './files.ts';
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
-const CAPTURE_FILE = /^capture\.pcap[0-9]*$/;
-const PCAP_TYPE = 'application/vnd.tcpdump.pcap';
+const PCAP_TYPE = 'application/x-pcapng';
+
+/** On the agent's presence Lease: the base URL of its file server, for the packet-capture API. */
+export const DATA_URL_ANNOTATION = 'packetcapture.dev/data-url';
 
 export interface SessionListing {
   id: string;

@@ -1,18 +1,24 @@
-// Session updates -> this node's status.sessions entries, by ONE writer. Each agent owns
-// its node's entries (server-side apply with its own field manager, list-map keyed by id)
-// and applies the full list every time: running ones plus the last SESSION_HISTORY ended
-// ones per capture. Entries it leaves out are removed by the apply.
+// Session updates -> this node's status.sessions entries and status.nodes record, by ONE
+// writer. Each agent owns its node's entries and record (server-side apply with its own
+// field manager, list-maps keyed by id and nodeName) and applies them in full every time:
+// running entries plus the last ended ones per capture (its share of MAX_SESSIONS), and
+// the record that keeps what decisions need after those entries drop off. Entries it leaves
+// out are removed by the apply.
 
 import type { KubeConfig } from '@kubernetes/client-node';
+import { recordSession } from '../crds/lifecycle.ts';
 import {
   agentFieldManager,
   API_VERSION,
   GROUP,
   KIND,
+  MAX_LIMITED_PER_NODE,
+  MAX_SESSIONS,
   PLURAL,
   REASONS,
   SESSION_HISTORY,
   VERSION,
+  type NodeRecord,
   type PacketCapture,
   type SessionStatus,
 } from '../crds/packetcapture.ts';
@@ -44,15 +50,54 @@ export function adoptEntries(capture: PacketCapture, node: string, now: string):
     });
 }
 
-/** Live entries and the newest SESSION_HISTORY finished ones, oldest first. */
-export function retainedEntries(entries: Iterable<SessionStatus>, history = SESSION_HISTORY): SessionStatus[] {
+/**
+ * How many entries this node may write for a capture: half an equal part of MAX_SESSIONS
+ * among the nodes with entries. Each node trims to its share when its snapshot shows more
+ * nodes, so the half left over is room for the nodes that joined since the snapshot: the
+ * sum stays within the CRD's maxItems unless the nodes more than double between a
+ * snapshot and the write. Up to 25 nodes each keep the full SESSION_HISTORY.
+ */
+export function sessionShare(capture: PacketCapture | undefined, node: string): number {
+  const nodes = new Set([node, ...(capture?.status?.sessions ?? []).map((s) => s.nodeName)]);
+  return Math.floor(MAX_SESSIONS / (2 * nodes.size));
+}
+
+/**
+ * Live entries and the newest SESSION_HISTORY finished ones, oldest first, within `share`:
+ * history gives way to live entries first, and live entries past the share (more sessions
+ * on one node than status can list) are left out, their progress with them.
+ */
+export function retainedEntries(entries: Iterable<SessionStatus>, share = MAX_SESSIONS, history = SESSION_HISTORY): SessionStatus[] {
   const all = [...entries];
+  const live = inStatusOrder(all.filter(isLive)).slice(0, share);
+  const keep = Math.max(0, Math.min(history, share - live.length));
   const finished = all
     .filter((s) => !isLive(s))
-    .sort((a, b) => compare(a.endTime ?? '', b.endTime ?? '') || compare(a.id, b.id))
-    .slice(-history);
-  return inStatusOrder([...finished, ...all.filter(isLive)]);
+    .sort((a, b) => compare(a.endTime ?? '', b.endTime ?? '') || compare(a.id, b.id));
+  return inStatusOrder([...(keep > 0 ? finished.slice(-keep) : []), ...live]);
 }
+
+/**
+ * At most `max` limited instances: past it, those the controller no longer lists as
+ * targets (gone or not running: never captured again) drop first, oldest first, then the
+ * oldest of the rest.
+ */
+export function capLimited(limited: string[], targeted: ReadonlySet<string>, max = MAX_LIMITED_PER_NODE): string[] {
+  let excess = limited.length - max;
+  if (excess <= 0) return limited;
+  return limited.filter((uid) => targeted.has(uid) || excess-- <= 0).slice(-max);
+}
+
+/** `session` folded into this node's record of the capture, the record kept within its cap. */
+export function nextRecord(record: NodeRecord | undefined, session: SessionStatus, capture: PacketCapture | undefined): NodeRecord {
+  const next = recordSession(record, session);
+  if (!next.limitedPods) return next;
+  const targeted = new Set((capture?.status?.targets ?? []).map((t) => t.podUID));
+  return { ...next, limitedPods: capLimited(next.limitedPods, targeted) };
+}
+
+const recordOf = (capture: PacketCapture | undefined, node: string): NodeRecord | undefined =>
+  capture?.status?.nodes?.find((r) => r.nodeName === node);
 
 /** Chronological, sessions that have not started last: one order for what we write and what we read back. */
 export function inStatusOrder(entries: SessionStatus[]): SessionStatus[] {
@@ -65,11 +110,19 @@ const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 const capturePath = (namespace: string, name: string) => `/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}/${name}`;
 
+/** The part of status this node's agent owns. */
+interface Written {
+  sessions: SessionStatus[];
+  nodes: NodeRecord[];
+}
+
 interface CaptureEntries {
   target: StatusTarget;
   entries: Map<string, SessionStatus>;
-  /** this node's entries in the latest snapshot */
-  observed: SessionStatus[];
+  /** this node's record: what decisions need of the entries, kept when they drop off */
+  record?: NodeRecord;
+  /** this node's entries and record in the latest snapshot */
+  observed: Written;
   lastWrite: number;
   writing: boolean;
   /** a change arrived while writing or before the throttle allowed a write */
@@ -94,7 +147,7 @@ export interface SessionStatusOptions {
  */
 export class SessionStatusWriter {
   private readonly captures = new Map<string, CaptureEntries>();
-  private readonly writer: StatusWriter<{ sessions: SessionStatus[] }>;
+  private readonly writer: StatusWriter<Written>;
   private readonly throttleMs: number;
   private readonly retryMs: number;
   private latest: Snapshot<PacketCapture> = new Map();
@@ -115,7 +168,11 @@ export class SessionStatusWriter {
     this.latest = captures;
     for (const capture of captures.values()) {
       const state = this.stateOf(capture.metadata);
-      state.observed = inStatusOrder((capture.status?.sessions ?? []).filter((s) => s.nodeName === this.opts.node));
+      const record = recordOf(capture, this.opts.node);
+      state.observed = {
+        sessions: inStatusOrder((capture.status?.sessions ?? []).filter((s) => s.nodeName === this.opts.node)),
+        nodes: record ? [record] : [],
+      };
       // someone else's edit, or our write lost: the apply below puts our entries back
       this.schedule(state, false);
     }
@@ -131,6 +188,7 @@ export class SessionStatusWriter {
     const state = this.stateOf(capture);
     const previous = state.entries.get(session.id);
     state.entries.set(session.id, session);
+    state.record = nextRecord(state.record, session, this.latest.get(capture.uid));
     const changedState = previous?.state !== session.state || previous?.reason !== session.reason;
     this.schedule(state, changedState);
   }
@@ -156,10 +214,12 @@ export class SessionStatusWriter {
     let state = this.captures.get(ref.uid);
     if (state) return state;
     const seen = this.latest.get(ref.uid);
+    const record = recordOf(seen, this.opts.node);
     state = {
       target: { path: capturePath(ref.namespace, ref.name), apiVersion: API_VERSION, kind: KIND, name: ref.name, namespace: ref.namespace, uid: ref.uid },
       entries: new Map(seen ? adoptEntries(seen, this.opts.node, new Date().toISOString()).map((s) => [s.id, s]) : []),
-      observed: [],
+      ...(record ? { record } : {}),
+      observed: { sessions: [], nodes: [] },
       lastWrite: 0,
       writing: false,
       dirty: false,
@@ -188,14 +248,15 @@ export class SessionStatusWriter {
   }
 
   private write(state: CaptureEntries): void {
-    const desired = retainedEntries(state.entries.values());
+    const sessions = retainedEntries(state.entries.values(), sessionShare(this.latest.get(state.target.uid), this.opts.node));
     // the entries map stays as long as what we report
-    state.entries = new Map(desired.map((s) => [s.id, s]));
+    state.entries = new Map(sessions.map((s) => [s.id, s]));
+    const desired: Written = { sessions, nodes: state.record ? [state.record] : [] };
     state.dirty = false;
     state.urgent = false;
     state.writing = true;
     const done = this.writer
-      .apply(state.target, { sessions: desired }, { sessions: state.observed })
+      .apply(state.target, desired, state.observed)
       .then(
         (wrote) => {
           if (wrote) state.lastWrite = Date.now();

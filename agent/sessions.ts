@@ -13,10 +13,11 @@ import {
   endWith,
   exhaustMap,
   filter,
+  finalize,
   firstValueFrom,
-  forkJoin,
   from,
   groupBy,
+  ignoreElements,
   map,
   merge,
   mergeMap,
@@ -36,14 +37,15 @@ import {
   type ObservableInput,
   type SchedulerLike,
 } from 'rxjs';
-import { NETNS_ENDS, REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
-import { parseDuration } from '../crds/units.ts';
+import { DEFAULTS, EXACT_STOP_ENDS, NETNS_ENDS, REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
+import { parseDuration, parseQuantity } from '../crds/units.ts';
 import type { Logger } from '../kube/log.ts';
 import type { Snapshot } from '../kube/watch.ts';
-import { sessionDir, type SessionMeta } from './files.ts';
+import type { InstanceLabel, WriterCounts, WriterLimits } from './capture-writer.ts';
+import { sessionDir } from './files.ts';
 import { endReason, identities, sameIdentity, whyGone, type Identity, type Pod, type SlotKey } from './identity.ts';
-import type { NetnsLookup, NetnsRecheck } from './netns.ts';
-import { buildFilter, CaptureError, tcpdumpArgv, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
+import type { HeldNetns, NetnsLookup, NetnsRecheck } from './netns.ts';
+import { buildFilter, CaptureError, tcpdumpArgv, type PacketSink, type StopOptions, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
 
 export interface CaptureRef {
   uid: string;
@@ -63,16 +65,30 @@ export interface CaptureProcess {
   startedAt: Date;
   verifiedAt: Date;
   exited: ObservableInput<TcpdumpExit>;
-  stop(graceMs: number): ObservableInput<TcpdumpExit>;
+  stop(opts: StopOptions): ObservableInput<TcpdumpExit>;
   requestStats?(): ObservableInput<TcpdumpStats | undefined>;
+}
+
+/** Where a session's packets are kept (agent/capture-writer.ts CaptureWriter fits). */
+export interface SessionWriter extends PacketSink {
+  readonly counts: WriterCounts;
+  close(): WriterCounts;
+}
+
+export interface WriterRequest {
+  dir: string;
+  label: InstanceLabel;
+  limits: WriterLimits;
+  onLimit(): void;
+  onWriteError(err: NodeJS.ErrnoException): void;
 }
 
 export interface StartRequest {
   identity: Identity;
   sessionId: string;
   dir: string;
-  netnsPath: string;
-  inode: number;
+  netns: HeldNetns;
+  writer: SessionWriter;
   argv: string[];
   log: Logger;
 }
@@ -83,17 +99,17 @@ export interface SessionDeps {
   log: Logger;
   scheduler?: SchedulerLike;
   findNetns(podUID: string): ObservableInput<NetnsLookup>;
+  /** opens and proves the netns the lookup found (netns.ts holdNetns); throws CaptureError */
+  holdNetns(podUID: string, lookup: { pid: number; inode: number }): HeldNetns;
   /** whether a process of the pod still lives in the netns a running session captures (netns.ts recheckPodNetns) */
   checkNetns(podUID: string, captured: { inode: number; pids: readonly number[] }): ObservableInput<NetnsRecheck>;
-  compileFilter(expression: string, netnsPath: string): ObservableInput<{ ok: true } | { ok: false; message: string }>;
-  makeDir(dir: string, meta: SessionMeta): ObservableInput<unknown>;
+  compileFilter(expression: string, netns: HeldNetns): ObservableInput<{ ok: true } | { ok: false; message: string }>;
+  writer(request: WriterRequest): SessionWriter;
   start(request: StartRequest): ObservableInput<CaptureProcess>;
-  dirStats(dir: string): ObservableInput<{ files: number; bytes: number }>;
-  /** bytes free on the filesystem of `dir` */
-  diskFree(dir: string): ObservableInput<number>;
   /** where sessions report their last entry after they were unsubscribed */
   ends: SessionEnds;
   timing?: Partial<SessionTiming>;
+  agentVersion?: string;
 }
 
 export interface SessionTiming {
@@ -107,7 +123,7 @@ export interface SessionTiming {
    */
   startupWindowMs: number;
   startupRetryMs: number;
-  /** how often a running session's files and counters are read */
+  /** how often a running session's counters are reported */
   pollMs: number;
   /** how often a running session checks that its pod still lives in the netns it captures */
   netnsCheckMs: number;
@@ -124,13 +140,6 @@ export const SESSION_TIMING: SessionTiming = {
   netnsCheckMs: 1000,
   stopGraceMs: 2000,
 };
-
-/**
- * Below this much free space a running session is stopped as DiskFull: tcpdump does not
- * notice a full disk (measured: 4.99.3 goes on counting packets it can no longer write),
- * so a capture would look healthy while losing everything.
- */
-export const LOW_DISK_BYTES = 1024 * 1024;
 
 /**
  * The final entries of sessions that were unsubscribed: a teardown cannot emit through
@@ -254,13 +263,20 @@ function slotSessions(events$: Observable<SlotEvent>, deps: SessionDeps): Observ
     let latest: Identity | undefined;
     // read by the old session's teardown, which switchMap runs right after this is set
     let ending: Reason = REASONS.Error;
+    // the previous session's stop, until its tcpdump has exited: a successor in the same
+    // pod instance waits for it, so one slot never has two processes in one netns at once
+    let previous: { podUID: string; stopped$: Observable<unknown> } | undefined;
     const following = (): Observable<SessionUpdate> => {
       let endedWith: string | undefined;
       return defer(() => {
         // switchMap has run the old session's teardown by now; a session torn down by a
         // failure, without a switch, must not report the previous switch's reason
         ending = REASONS.Error;
-        return captureSession(latest!, deps, () => ending);
+        const identity = latest!;
+        return captureSession(identity, deps, () => ending, {
+          after$: previous?.podUID === identity.podUID ? previous.stopped$ : undefined,
+          stopping: (stopped$) => (previous = { podUID: identity.podUID, stopped$ }),
+        });
       }).pipe(
         tap((update) => (endedWith = update.session.endReason)),
         repeat({ delay: () => (NETNS_ENDS.has(endedWith ?? '') ? of(true) : EMPTY) }),
@@ -302,15 +318,38 @@ function stderrMessage(tail: string): string {
   return lines.slice(-3).join('; ').slice(-500);
 }
 
+const nowNs = (scheduler: SchedulerLike): bigint => BigInt(scheduler.now()) * 1_000_000n;
+
+/** The writer's limits from the spec; throws RangeError for a quantity the schema should have refused. */
+export function writerLimits(spec: Identity['spec']): WriterLimits {
+  const limits = spec.limits ?? {};
+  return {
+    ...(limits.fileSize !== undefined ? { fileSizeBytes: parseQuantity(limits.fileSize) } : {}),
+    ...(limits.fileSize !== undefined && limits.fileCount !== undefined ? { fileCount: limits.fileCount } : {}),
+    ...(limits.maxPackets !== undefined ? { maxPackets: limits.maxPackets } : {}),
+  };
+}
+
 /**
  * One tcpdump for one identity: find the pod's netns (Pending with the reason while it
- * cannot be found), check the filter, start tcpdump in a new directory, report progress,
- * end by itself at maxPackets or the duration, or when the pod no longer lives in the netns
- * it captures (NetnsChanged, NetnsGone). Unsubscribing stops the process (SIGTERM, SIGKILL
- * after the grace) and reports the entry Ended with `ending()`, the reason the slot's
- * switch recorded, through deps.ends.
+ * cannot be found) and hold it open, check the filter, start tcpdump in the held netns
+ * with the agent writing its packets, report progress, end by itself at maxPackets or the
+ * duration, on a write error, or when the pod no longer lives in the netns it captures
+ * (NetnsChanged, NetnsGone). Unsubscribing stops the process (SIGTERM, SIGKILL after the
+ * grace) and reports the entry Ended with `ending()`, the reason the slot's switch
+ * recorded, through deps.ends. Ends in EXACT_STOP_ENDS keep no packet after the stop instant.
  */
-export function captureSession(identity: Identity, deps: SessionDeps, ending: () => Reason): Observable<SessionUpdate> {
+export function captureSession(
+  identity: Identity,
+  deps: SessionDeps,
+  ending: () => Reason,
+  handoff: {
+    /** tcpdump starts only after this completes (the predecessor's process in the same netns has exited) */
+    after$?: Observable<unknown>;
+    /** told of the stop a teardown begins; it completes when the process has exited */
+    stopping?(stopped$: Observable<unknown>): void;
+  } = {},
+): Observable<SessionUpdate> {
   return new Observable<SessionUpdate>((subscriber) => {
     const scheduler = deps.scheduler ?? asyncScheduler;
     const timing = { ...SESSION_TIMING, ...deps.timing };
@@ -335,10 +374,10 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       state: 'Pending',
     });
     let tcpdump: CaptureProcess | undefined;
+    let writer: SessionWriter | undefined;
     let launching: Observable<CaptureProcess> | undefined;
     // set when the session ends by itself (limit, duration, disk, netns, exit), which beats the switch's reason
-    let selfEnd: Reason | undefined;
-    let selfEndMessage: string | undefined;
+    let selfEnd: { reason: Reason; message?: string; cutNs?: bigint; failed?: boolean } | undefined;
     let final = false;
 
     const publish = (patch: Partial<SessionStatus>) => {
@@ -381,42 +420,87 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
       step(
         deps.findNetns(identity.podUID),
         (lookup) => {
-          if (lookup.found) prepare(lookup, attempt);
-          // a pod instance does not leave the node's namespace: retrying would not change the answer
-          else if (lookup.reason === REASONS.HostNetwork) fail(lookup.reason, lookup.message);
-          else retryLater(attempt, lookup.reason, lookup.message);
+          if (!lookup.found) {
+            // a pod instance does not leave the node's namespace: retrying would not change the answer
+            if (lookup.reason === REASONS.HostNetwork) fail(lookup.reason, lookup.message);
+            else retryLater(attempt, lookup.reason, lookup.message);
+            return;
+          }
+          let netns: HeldNetns;
+          try {
+            netns = deps.holdNetns(identity.podUID, lookup);
+          } catch (err) {
+            return failWith(err, attempt);
+          }
+          prepare(netns, lookup.pids, attempt);
         },
         (err) => failWith(err, attempt),
       );
 
-    const prepare = (netns: Extract<NetnsLookup, { found: true }>, attempt: number) => {
+    const prepare = (netns: HeldNetns, pids: readonly number[], attempt: number) => {
       let argv: string[];
       let expression: string;
       let durationMs: number | undefined;
+      let limits: WriterLimits;
       try {
-        argv = tcpdumpArgv(identity.spec, { dir, podIPs: identity.podIPs });
+        argv = tcpdumpArgv(identity.spec, { podIPs: identity.podIPs });
         expression = buildFilter(identity.spec.filter, identity.podIPs);
         durationMs = identity.spec.limits?.duration ? parseDuration(identity.spec.limits.duration) : undefined;
+        limits = writerLimits(identity.spec);
       } catch (err) {
+        netns.close();
         return failWith(err, attempt);
       }
       step(
-        deps.compileFilter(expression, netns.netnsPath),
+        deps.compileFilter(expression, netns),
         (compiled) => {
-          if (!compiled.ok) return fail(REASONS.InvalidFilter, `tcpdump rejects the filter "${expression}": ${compiled.message}`);
-          step(
-            deps.makeDir(dir, { captureUID: identity.pcUID, generation: identity.generation, podUID: identity.podUID, podName: identity.podName }),
-            () => launch(netns, argv, durationMs, attempt),
-            (err) => fail((err as NodeJS.ErrnoException).code === 'ENOSPC' ? REASONS.DiskFull : REASONS.Error, `cannot create ${dir}: ${String(err)}`),
-          );
+          if (!compiled.ok) {
+            netns.close();
+            return fail(REASONS.InvalidFilter, `tcpdump rejects the filter "${expression}": ${compiled.message}`);
+          }
+          const go = () => launch(netns, pids, argv, argv.at(-1)!, limits, durationMs, attempt);
+          if (!handoff.after$) return go();
+          // the netns stays held meanwhile; a teardown during the wait closes it
+          work.add(() => (launching || tcpdump ? undefined : netns.close()));
+          step(handoff.after$.pipe(ignoreElements(), endWith(true)), go, go);
         },
-        (err) => failWith(err, attempt),
+        (err) => {
+          netns.close();
+          failWith(err, attempt);
+        },
       );
     };
 
-    const launch = (netns: Extract<NetnsLookup, { found: true }>, argv: string[], durationMs: number | undefined, attempt: number) => {
+    const launch = (netns: HeldNetns, pids: readonly number[], argv: string[], expression: string, limits: WriterLimits, durationMs: number | undefined, attempt: number) => {
+      const sink = deps.writer({
+        dir,
+        limits,
+        label: {
+          namespace: identity.namespace,
+          name: identity.name,
+          captureUID: identity.pcUID,
+          generation: identity.generation,
+          podName: identity.podName,
+          podUID: identity.podUID,
+          node: identity.node,
+          podIPs: identity.podIPs,
+          sessionId: id,
+          filter: expression,
+          snapLen: identity.spec.limits?.snapLen ?? DEFAULTS.snapLen,
+          agentVersion: deps.agentVersion ?? 'dev',
+        },
+        onLimit: () => endBySelf({ reason: REASONS.PacketLimit }),
+        onWriteError: (err) =>
+          endBySelf({
+            reason: err.code === 'ENOSPC' || err.code === 'EDQUOT' ? REASONS.DiskFull : REASONS.Error,
+            message: `writing ${dir} failed (${err.code ?? err.message}); the packets after it were not kept, so the session was stopped`,
+            failed: true,
+          }),
+      });
+      writer = sink;
       // kept apart from `work`: a start in flight at teardown must still be stopped once it resolves
-      const started$ = from(deps.start({ identity, sessionId: id, dir, netnsPath: netns.netnsPath, inode: netns.inode, argv, log })).pipe(
+      const started$ = from(deps.start({ identity, sessionId: id, dir, netns, writer: sink, argv, log })).pipe(
+        finalize(() => netns.close()),
         shareReplay({ bufferSize: 1, refCount: false }),
       );
       launching = started$;
@@ -424,57 +508,52 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
         started$,
         (proc) => {
           launching = undefined;
-          running(proc, netns, durationMs);
+          running(proc, netns.inode, pids, durationMs);
         },
         (err) => {
           launching = undefined;
+          writer = undefined;
           failWith(err, attempt);
         },
       );
     };
 
     /** Stops tcpdump for a reason of the session's own; its exit then ends the session with it. */
-    const endBySelf = (proc: CaptureProcess, reason: Reason, message?: string) => {
+    const endBySelf = (end: NonNullable<typeof selfEnd>) => {
       if (selfEnd) return;
-      selfEnd = reason;
-      selfEndMessage = message;
-      work.add(from(proc.stop(timing.stopGraceMs)).subscribe());
+      selfEnd = end;
+      // before `running` (a limit reached by the packets held until verification) the start stops it
+      if (tcpdump) work.add(from(tcpdump.stop({ graceMs: timing.stopGraceMs, cutNs: end.cutNs })).subscribe());
     };
 
-    const running = (proc: CaptureProcess, netns: Extract<NetnsLookup, { found: true }>, durationMs: number | undefined) => {
+    const running = (proc: CaptureProcess, inode: number, pids: readonly number[], durationMs: number | undefined) => {
       tcpdump = proc;
       log.info({ pid: proc.pid, dir, verifyMs: proc.verifiedAt.getTime() - proc.startedAt.getTime() }, 'session started');
       publish({ state: 'Running', reason: undefined, message: undefined, startTime: proc.verifiedAt.toISOString(), path: dir });
+      if (selfEnd) work.add(from(proc.stop({ graceMs: timing.stopGraceMs, cutNs: selfEnd.cutNs })).subscribe());
       if (durationMs !== undefined) {
         // the whole capture's duration counts from the first session of this generation, on whichever node (crds/lifecycle.ts)
-        const since = identity.firstStartTime ? Date.parse(identity.firstStartTime) : proc.verifiedAt.getTime();
-        work.add(timer(Math.max(0, since + durationMs - scheduler.now()), scheduler).subscribe(() => endBySelf(proc, REASONS.Duration)));
+        const until = (identity.firstStartTime ? Date.parse(identity.firstStartTime) : proc.verifiedAt.getTime()) + durationMs;
+        work.add(timer(Math.max(0, until - scheduler.now()), scheduler).subscribe(() => endBySelf({ reason: REASONS.Duration, cutNs: BigInt(until) * 1_000_000n })));
       }
-      const progress$ = defer(() =>
-        forkJoin([from(deps.dirStats(dir)), proc.requestStats ? from(proc.requestStats()) : of(undefined), from(deps.diskFree(dir))]),
-      ).pipe(
+      const stats$ = defer(() => (proc.requestStats ? from(proc.requestStats()) : of(undefined))).pipe(
         catchError((err: unknown) => {
-          log.debug({ err: String(err) }, 'cannot read session progress');
-          return EMPTY;
+          log.debug({ err: String(err) }, 'cannot read tcpdump counters');
+          return of(undefined);
         }),
       );
       work.add(
         timer(timing.pollMs, timing.pollMs, scheduler)
-          .pipe(exhaustMap(() => progress$))
-          .subscribe(([files, stats, free]) => {
-            publish({ ...files, packets: stats?.captured ?? entry.packets, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel });
-            if (free < LOW_DISK_BYTES) {
-              endBySelf(proc, REASONS.DiskFull, `the data dir's filesystem has ${free} bytes free (${dir}); tcpdump cannot write its packets, so the session was stopped`);
-            }
-          }),
+          .pipe(exhaustMap(() => stats$))
+          .subscribe((stats) => publish({ ...writer!.counts, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel })),
       );
       // tcpdump holds its netns open, so a recreated sandbox would leave it capturing a dead one
-      let known = netns.pids;
+      let known = pids;
       work.add(
         timer(timing.netnsCheckMs, timing.netnsCheckMs, scheduler)
           .pipe(
             exhaustMap(() =>
-              from(deps.checkNetns(identity.podUID, { inode: netns.inode, pids: known })).pipe(
+              from(deps.checkNetns(identity.podUID, { inode, pids: known })).pipe(
                 catchError((err: unknown) => {
                   log.debug({ err: String(err) }, 'cannot check the netns');
                   return EMPTY;
@@ -486,54 +565,42 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
             if (check.state === 'same') return void (known = check.pids);
             const reason = check.state === 'changed' ? REASONS.NetnsChanged : REASONS.NetnsGone;
             log.info({ reason, message: check.message }, 'the pod no longer lives in the captured netns');
-            endBySelf(proc, reason, check.message);
+            endBySelf({ reason, message: check.message });
           }),
       );
       step(
         proc.exited,
         (exit) => {
-          const limited = exit.code === 0 && identity.spec.limits?.maxPackets !== undefined;
-          const reason = (selfEnd ??= limited ? REASONS.PacketLimit : REASONS.TcpdumpExited);
+          const end = (selfEnd ??= { reason: REASONS.TcpdumpExited, failed: true });
           // an end by error is a failure the capture's conditions show; a limit reached is an end
-          const failure =
-            reason === REASONS.TcpdumpExited
+          const message =
+            end.reason === REASONS.TcpdumpExited
               ? `tcpdump exited (${exit.signal ?? `code ${exit.code}`}): ${stderrMessage(exit.stderrTail) || 'no message'}`
-              : reason === REASONS.DiskFull
-                ? selfEndMessage
-                : undefined;
-          step(
-            finalEntry(reason, exit, failure ?? selfEndMessage, failure !== undefined),
-            (ended) => {
-              if (failure !== undefined) log.warn({ reason, packets: ended.packets, message: failure }, 'session failed');
-              else log.info({ endReason: reason, packets: ended.packets }, 'session ended');
-              finish(ended);
-            },
-            () => undefined,
-          );
+              : end.message;
+          const ended = finalEntry(end.reason, exit, message, end.failed ?? false, end.cutNs);
+          if (end.failed) log.warn({ reason: end.reason, packets: ended.packets, message }, 'session failed');
+          else log.info({ endReason: end.reason, packets: ended.packets }, 'session ended');
+          finish(ended);
         },
         (err) => fail(REASONS.Error, String(err)),
       );
     };
 
-    /** The last entry, with the files' final sizes: Ended, or Failed when `failed`, with `message`. */
-    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, message?: string, failed = false): Observable<SessionStatus> =>
-      from(deps.dirStats(dir)).pipe(
-        catchError(() => of(undefined)),
-        map((files) =>
-          clean({
-            ...entry,
-            ...(failed
-              ? { state: 'Failed' as const, reason, endReason: undefined }
-              : { state: 'Ended' as const, reason: undefined, endReason: reason }),
-            endTime: iso(scheduler.now()),
-            bytes: files?.bytes ?? entry.bytes,
-            files: files?.files ?? entry.files,
-            packets: exit?.stats.captured ?? entry.packets,
-            droppedByKernel: exit?.stats.droppedByKernel ?? entry.droppedByKernel,
-            message: message ?? (entry.state === 'Pending' ? entry.message : undefined),
-          }),
-        ),
-      );
+    /**
+     * The last entry, with the writer's final counts: Ended, or Failed when `failed`, with
+     * `message`. A session cut at a stop instant ends then: its files hold nothing later.
+     */
+    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, message?: string, failed = false, cutNs?: bigint): SessionStatus => {
+      const counts = writer?.close();
+      return clean({
+        ...entry,
+        ...(failed ? { state: 'Failed' as const, reason, endReason: undefined } : { state: 'Ended' as const, reason: undefined, endReason: reason }),
+        endTime: iso(cutNs !== undefined ? Number(cutNs / 1_000_000n) : scheduler.now()),
+        ...(counts && tcpdump ? counts : {}),
+        droppedByKernel: exit?.stats.droppedByKernel ?? entry.droppedByKernel,
+        message: message ?? (entry.state === 'Pending' ? entry.message : undefined),
+      });
+    };
 
     subscriber.next({ capture, session: entry });
     resolve(0);
@@ -541,29 +608,33 @@ export function captureSession(identity: Identity, deps: SessionDeps, ending: ()
     return () => {
       work.unsubscribe();
       if (final) return;
-      const reason = selfEnd ?? ending();
+      const end = selfEnd ?? { reason: ending() };
+      // the stop instant is now, unless the session's own end named an earlier one
+      const cutNs = end.cutNs ?? (EXACT_STOP_ENDS.has(end.reason) ? nowNs(scheduler) : undefined);
       const stopped$ = (proc: CaptureProcess) =>
-        from(proc.stop(timing.stopGraceMs)).pipe(
-          switchMap((exit) => finalEntry(reason, exit, selfEnd ? selfEndMessage : undefined)),
-          tap((ended) => log.info({ endReason: reason, packets: ended.packets, pid: proc.pid }, 'session ended')),
+        from(proc.stop({ graceMs: timing.stopGraceMs, cutNs })).pipe(
+          map((exit) => finalEntry(end.reason, exit, end.message, end.failed ?? false, cutNs)),
+          tap((ended) => log.info({ endReason: end.reason, packets: ended.packets, pid: proc.pid }, 'session ended')),
         );
       const final$: Observable<SessionStatus> = tcpdump
         ? stopped$(tcpdump)
         : launching
           ? launching.pipe(
+              tap((proc) => (tcpdump = proc)),
               switchMap(stopped$),
-              catchError(() => finalEntry(reason, undefined)),
+              catchError(() => of(finalEntry(end.reason, undefined))),
             )
-          : finalEntry(reason, undefined);
-      deps.ends.track(
-        final$.pipe(
-          map((session) => ({ capture, session })),
-          catchError((err: unknown) => {
-            log.error({ err: String(err) }, 'could not stop session');
-            return EMPTY;
-          }),
-        ),
+          : of(finalEntry(end.reason, undefined));
+      const settled$ = final$.pipe(
+        map((session) => ({ capture, session })),
+        catchError((err: unknown) => {
+          log.error({ err: String(err) }, 'could not stop session');
+          return EMPTY;
+        }),
+        shareReplay({ bufferSize: 1, refCount: false }),
       );
+      handoff.stopping?.(settled$);
+      deps.ends.track(settled$);
     };
   });
 }

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStats, tcpdumpArgv } from '../agent/tcpdump.ts';
+import { sample } from './proc.ts';
 import type { PacketCaptureSpec } from '../crds/packetcapture.ts';
 import { kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import { udpFlood } from '../local/netns-host.ts';
@@ -17,7 +18,7 @@ import { ratio } from './stats.ts';
 const PORT = 9999;
 const SENDER_MAX_PPS = 40_000;
 
-/** tcpdump as an operator would run it by hand: nsenter into the pod's netns, same argv as the agent's. */
+/** tcpdump as an operator would run it by hand: nsenter into the pod's netns, the agent's argv writing to a file of its own. */
 async function rawTcpdump(netnsPath: string, argv: string[]) {
   const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'nsenter', `--net=${netnsPath}`, '--', 'tcpdump', ...argv], {
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -46,7 +47,10 @@ export async function fidelityStep(env: NetnsEnv, pod: RunningPod, ratePps: numb
   await env.sessionStarted(name, pod.uid, from);
   const dir = await mkdtemp(join(tmpdir(), 'pc-bench-raw-'));
   try {
-    const raw = await rawTcpdump(pod.netnsPath, tcpdumpArgv(spec, { dir, podIPs: [pod.ip] }));
+    const argv = tcpdumpArgv(spec, { podIPs: [pod.ip] });
+    argv[argv.indexOf('-w') + 1] = join(dir, 'raw.pcap');
+    const raw = await rawTcpdump(pod.netnsPath, argv);
+    const cpuBefore = await sample(env.agent.pid);
     // one sender process tops out near 50k pps here; above that the rate is split over several
     const senders = Math.ceil(ratePps / SENDER_MAX_PPS);
     const floods = await Promise.all(
@@ -57,6 +61,7 @@ export async function fidelityStep(env: NetnsEnv, pod: RunningPod, ratePps: numb
       failed: floods.reduce((n, f) => n + f.failed, 0),
       durationMs: Math.max(...floods.map((f) => f.durationMs)),
     };
+    const cpuAfter = await sample(env.agent.pid);
     // packets in the ring reach tcpdump when a block fills or after 1 s
     await sleep(1500);
     const rawStats = await raw.stop();
@@ -69,6 +74,8 @@ export async function fidelityStep(env: NetnsEnv, pod: RunningPod, ratePps: numb
     );
     await env.deleteCapture(name);
     const agent = ended.packets ?? 0;
+    const writtenPps = (agent / flood.durationMs) * 1000;
+    const cpuPct = cpuBefore && cpuAfter ? ((cpuAfter.cpuS - cpuBefore.cpuS) / (flood.durationMs / 1000)) * 100 : undefined;
     const rawCaptured = rawStats.captured ?? 0;
     return {
       ratePps,
@@ -78,6 +85,7 @@ export async function fidelityStep(env: NetnsEnv, pod: RunningPod, ratePps: numb
       agentDrops: ended.droppedByKernel ?? 0,
       rawDrops: rawStats.droppedByKernel ?? 0,
       ratio: ratio(agent, rawCaptured),
+      agentCpuPctPer10kpps: cpuPct !== undefined && writtenPps > 0 ? Math.round((cpuPct / (writtenPps / 10_000)) * 10) / 10 : null,
       achievedPps: Math.round((flood.sent / flood.durationMs) * 1000),
     };
   } finally {

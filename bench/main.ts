@@ -49,7 +49,7 @@ const PLANS = {
 const empty = summarize([]);
 
 function emptyResults(quick: boolean, m: BenchResults['machine'], plan: (typeof PLANS)['quick']): BenchResults {
-  const step: FidelityStep = { ratePps: plan.fidelity.primary, sent: 0, agent: 0, raw: 0, agentDrops: 0, rawDrops: 0, ratio: null };
+  const step: FidelityStep = { ratePps: plan.fidelity.primary, sent: 0, agent: 0, raw: 0, agentDrops: 0, rawDrops: 0, ratio: null, agentCpuPctPer10kpps: null };
   const bySessions = <T>(v: T) => Object.fromEntries(plan.sessions.map((n) => [String(n), v]));
   return {
     machine: m,
@@ -130,13 +130,13 @@ async function main(): Promise<number> {
     });
     await phase('fidelity', async () => {
       const pod = await e.startPod('fidelity-0');
-      results.floorMs.tcpdumpStartSummary = await tcpdumpStartLatency(pod.netnsPath, e.node.podNetns(pod.uid)!.pid, plan.floorRounds);
+      results.floorMs.tcpdumpStartSummary = await tcpdumpStartLatency(pod.netnsPath, plan.floorRounds);
       results.floorMs.tcpdumpStart = results.floorMs.tcpdumpStartSummary.p50;
       for (const rate of plan.fidelity.steps) {
         const step = await fidelityStep(e, pod, rate, plan.fidelity.seconds);
         results.fidelity.steps.push(step);
         if (rate === plan.fidelity.primary) Object.assign(results.fidelity, { ...step, steps: results.fidelity.steps });
-        say(`fidelity ${rate} pps: sent ${step.sent}, agent ${step.agent} (drops ${step.agentDrops}), raw ${step.raw} (drops ${step.rawDrops})`);
+        say(`fidelity ${rate} pps: sent ${step.sent}, agent ${step.agent} (drops ${step.agentDrops}), raw ${step.raw} (drops ${step.rawDrops}), agent CPU ${step.agentCpuPctPer10kpps ?? '-'}% of a core per 10 kpps`);
       }
       await e.deletePod('fidelity-0');
     });

@@ -68,10 +68,10 @@ export function renderReport(r: BenchResults): string {
   out.push('');
   out.push('## Fidelity (agent session vs. raw tcpdump in the same netns, same traffic)');
   out.push('');
-  out.push('| rate (pps) | sent | agent captured | raw captured | agent kernel drops | raw kernel drops | agent/raw |');
-  out.push('|---|---|---|---|---|---|---|');
+  out.push('| rate (pps) | sent | agent wrote | raw captured | agent kernel drops | raw kernel drops | agent/raw | agent CPU % of a core per 10 kpps |');
+  out.push('|---|---|---|---|---|---|---|---|');
   for (const step of f.steps) {
-    out.push(`| ${step.ratePps} | ${step.sent} | ${step.agent} | ${step.raw} | ${step.agentDrops} | ${step.rawDrops} | ${show(step.ratio)} |`);
+    out.push(`| ${step.ratePps} | ${step.sent} | ${step.agent} | ${step.raw} | ${step.agentDrops} | ${step.rawDrops} | ${show(step.ratio)} | ${show(step.agentCpuPctPer10kpps)} |`);
   }
   out.push('');
   out.push('## Controller scale');

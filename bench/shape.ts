@@ -19,6 +19,8 @@ export interface FidelityStep {
   rawDrops: number;
   /** agent / raw captured packets; null when raw captured nothing */
   ratio: number | null;
+  /** the agent process's CPU (% of one core) per 10,000 packets per second it wrote; null when nothing was written */
+  agentCpuPctPer10kpps: number | null;
 }
 
 export interface BenchResults {
@@ -141,6 +143,7 @@ const fidelityStep = {
   agentDrops: count,
   rawDrops: count,
   ratio: num({ nullable: true, min: 0 }),
+  agentCpuPctPer10kpps: num({ nullable: true, min: 0 }),
 };
 
 const results = obj(

@@ -76,8 +76,8 @@ export class Agent extends Construct {
       envVariables: {
         NODE_NAME: EnvValue.fromFieldRef(EnvFieldPaths.NODE_NAME),
         POD_NAMESPACE: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAMESPACE),
-        // its Lease names this pod, so kubectl-pcap reaches its files through pods/proxy
-        POD_NAME: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAME),
+        // the address the packet-capture API reaches the agent's files at (its presence Lease says it)
+        POD_IP: EnvValue.fromFieldRef(EnvFieldPaths.POD_IP),
         // V8 collects before the heap nears the container's limit, which the tcpdumps share
         NODE_OPTIONS: EnvValue.fromValue('--max-old-space-size=256'),
       },

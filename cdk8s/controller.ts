@@ -2,7 +2,7 @@
 // unprivileged, reading PacketCaptures and pods and writing status, finalizers and Events.
 
 import { Size } from 'cdk8s';
-import { Capability, Cpu, Deployment, EnvValue, SeccompProfileType, ServiceAccount, Volume } from 'cdk8s-plus-28';
+import { Cpu, Deployment, EnvValue, ServiceAccount, Volume } from 'cdk8s-plus-28';
 import { Construct } from 'constructs';
 import {
   EVENTS,
@@ -15,7 +15,7 @@ import {
   PODS,
 } from './rbac.ts';
 import { componentLabels, OPS_PORT } from './settings.ts';
-import { containerBasics, opsService, selectByLabels } from './workload.ts';
+import { containerBasics, opsService, restrictedContainer, selectByLabels } from './workload.ts';
 
 export interface ControllerProps {
   namespace: string;
@@ -69,15 +69,7 @@ export class Controller extends Construct {
         memory: { request: Size.mebibytes(256), limit: Size.gibibytes(1) },
       },
       // the Pod Security "restricted" level
-      securityContext: {
-        ensureNonRoot: true,
-        user: NONROOT,
-        group: NONROOT,
-        readOnlyRootFilesystem: true,
-        allowPrivilegeEscalation: false,
-        capabilities: { drop: [Capability.ALL] },
-        seccompProfile: { type: SeccompProfileType.RUNTIME_DEFAULT },
-      },
+      securityContext: restrictedContainer(NONROOT),
       // tsx caches compiled sources in the temp directory; the root filesystem is read-only
       volumeMounts: [{ volume: Volume.fromEmptyDir(this, 'tmp', 'tmp'), path: '/tmp' }],
     });

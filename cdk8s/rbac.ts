@@ -5,6 +5,7 @@
 
 import { k8s } from 'cdk8s-plus-28';
 import { Construct } from 'constructs';
+import { API_GROUP, subresourceName, SUBRESOURCES } from '../apiserver/api.ts';
 import { GROUP, PLURAL } from '../crds/packetcapture.ts';
 
 export type Rule = k8s.PolicyRule;
@@ -13,6 +14,8 @@ export const PACKETCAPTURES = { apiGroups: [GROUP], resources: [PLURAL] };
 export const PACKETCAPTURES_STATUS = { apiGroups: [GROUP], resources: [`${PLURAL}/status`] };
 /** setting metadata.finalizers through an update needs this on top of update itself */
 export const PACKETCAPTURES_FINALIZERS = { apiGroups: [GROUP], resources: [`${PLURAL}/finalizers`] };
+/** the packet-capture API's subresources (apiserver/): a capture's files */
+export const PACKETCAPTURE_PAYLOADS = { apiGroups: [API_GROUP], resources: Object.values(SUBRESOURCES).map(subresourceName) };
 export const PODS = { apiGroups: [''], resources: ['pods'] };
 /** client libraries write either API of Events; both are granted so either works */
 export const EVENTS = { apiGroups: ['', 'events.k8s.io'], resources: ['events'] };
@@ -47,9 +50,9 @@ export function grantInNamespace(scope: Construct, name: string, account: Accoun
 }
 
 /**
- * packet-capture-edit and packet-capture-view, folded into admin/edit and view; and
- * packet-capture-fetch, for `kubectl pcap fetch`, bound by hand with a RoleBinding in the
- * system namespace: proxying to the agents is not something every viewer should get.
+ * packet-capture-edit and packet-capture-view, folded into admin/edit and view. Reading a
+ * capture's payloads (`get packetcaptures/files` of the packet-capture API) is in edit and
+ * admin only: viewing a capture's status is not reading the packets it holds.
  */
 export class UserRoles extends Construct {
   constructor(scope: Construct, id: string) {
@@ -62,19 +65,14 @@ export class UserRoles extends Construct {
           'rbac.authorization.k8s.io/aggregate-to-edit': 'true',
         },
       },
-      rules: [{ ...PACKETCAPTURES, verbs: ['create', 'update', 'patch', 'delete', 'get', 'list', 'watch'] }],
+      rules: [
+        { ...PACKETCAPTURES, verbs: ['create', 'update', 'patch', 'delete', 'get', 'list', 'watch'] },
+        { ...PACKETCAPTURE_PAYLOADS, verbs: ['get'] },
+      ],
     });
     new k8s.KubeClusterRole(this, 'view', {
       metadata: { name: 'packet-capture-view', labels: { 'rbac.authorization.k8s.io/aggregate-to-view': 'true' } },
       rules: [{ ...PACKETCAPTURES, verbs: ['get', 'list', 'watch'] }],
-    });
-    new k8s.KubeClusterRole(this, 'fetch', {
-      metadata: { name: 'packet-capture-fetch' },
-      rules: [
-        // the agents' Leases say how to reach each agent's file server
-        { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'list'] },
-        { apiGroups: [''], resources: ['pods/proxy'], verbs: ['get'] },
-      ],
     });
   }
 }

@@ -14,10 +14,20 @@ export const NAMESPACE = 'packet-capture-system';
 export const PART_OF = { 'app.kubernetes.io/part-of': 'packet-capture' };
 
 /** The labels that select one component's pods (and its Service's endpoints). */
-export const componentLabels = (component: 'controller' | 'agent') => ({
+export const componentLabels = (component: 'controller' | 'agent' | 'api') => ({
   'app.kubernetes.io/name': 'packet-capture',
   'app.kubernetes.io/component': component,
 });
 
 /** The port of /healthz, /readyz and /metrics (and the agent's capture files). */
 export const OPS_PORT = { controller: 8080, agent: 8081 } as const;
+
+/** The packet-capture API's HTTPS port (apiserver/), which the Kubernetes API server forwards to. */
+export const API_PORT = 8443;
+
+/**
+ * PACKET_CAPTURE_MONITORING=true adds the Prometheus Operator's ServiceMonitor, PodMonitor and
+ * PrometheusRule (cdk8s/monitoring.ts). Off by default: those kinds exist only where the
+ * Operator's CRDs are installed, and dist/ must apply on any cluster.
+ */
+export const monitoring = (): boolean => process.env.PACKET_CAPTURE_MONITORING === 'true';

@@ -2,7 +2,7 @@
 // cdk8s-plus defaults both override.
 
 import { ApiObject, JsonPatch } from 'cdk8s';
-import { ImagePullPolicy, k8s, LabelSelector, Pod, Probe, type Workload } from 'cdk8s-plus-28';
+import { Capability, ImagePullPolicy, k8s, LabelSelector, Pod, Probe, SeccompProfileType, type Workload } from 'cdk8s-plus-28';
 import { Construct } from 'constructs';
 
 /** Selects the workload's pods by `labels` alone. */
@@ -13,6 +13,17 @@ export function selectByLabels(workload: Workload, labels: Record<string, string
     JsonPatch.remove(`/spec/template/metadata/labels/${Pod.ADDRESS_LABEL.replaceAll('/', '~1')}`),
   );
 }
+
+/** A container at the Pod Security "restricted" level, running as `user`. */
+export const restrictedContainer = (user: number) => ({
+  ensureNonRoot: true,
+  user,
+  group: user,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: [Capability.ALL] },
+  seccompProfile: { type: SeccompProfileType.RUNTIME_DEFAULT },
+});
 
 /** The container settings of both components, for an image and the ops port. */
 export const containerBasics = (image: string, port: number) => ({

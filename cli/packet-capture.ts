@@ -98,14 +98,37 @@ program
         procRoot: opts.procRoot,
         retentionMs: opts.retention,
         diskCapBytes: opts.diskCap,
-        // set by the DaemonSet from the downward API
-        pod: process.env.POD_NAME ? { name: process.env.POD_NAME, namespace: process.env.POD_NAMESPACE ?? opts.namespace } : undefined,
         log,
       });
       log.info({ signal: await stopping }, 'stopping');
       await handle.stop();
     },
   );
+
+program
+  .command('apiserver')
+  .description('serve the packet-capture API (capture files, authorized per namespace) behind the Kubernetes API server')
+  .option('--kubeconfig <file>', 'kubeconfig (default: in-cluster, then KUBECONFIG / ~/.kube/config)')
+  .option('--namespace <ns>', "namespace of the agents' presence Leases", SYSTEM_NAMESPACE)
+  .requiredOption('--tls-cert-file <file>', 'serving certificate (PEM), signed by the CA in the APIService caBundle')
+  .requiredOption('--tls-private-key-file <file>', 'its key (PEM)')
+  .option('--port <port>', 'HTTPS port', port, 8443)
+  .action(async (opts: { kubeconfig?: string; namespace: string; tlsCertFile: string; tlsPrivateKeyFile: string; port: number }) => {
+    const stopping = untilSignal();
+    const { loadKubeConfig } = await import('../kube/client.ts');
+    const { runApiComponent } = await import('../apiserver/main.ts');
+    const log = createLogger('apiserver');
+    const server = await runApiComponent({
+      kubeConfig: loadKubeConfig(opts.kubeconfig),
+      systemNamespace: opts.namespace,
+      certFile: opts.tlsCertFile,
+      keyFile: opts.tlsPrivateKeyFile,
+      port: opts.port,
+      log,
+    });
+    log.info({ signal: await stopping }, 'stopping');
+    await server.close();
+  });
 
 program
   .command('cluster')
@@ -156,6 +179,20 @@ program
   .action(async (opts: { kubeconfig?: string; output: string; realNode: boolean }) => {
     const { runDemoCommand } = await import('../local/demo.ts');
     await local(() => runDemoCommand(opts));
+  });
+
+program
+  .command('provision')
+  .description('install the system packages every test suite needs (apt-get, as root): npm test runs it first, and .ci/run')
+  .action(async () => {
+    const { provision, systemIO, TESTS } = await import('../local/provision.ts');
+    const say = (line: string) => process.stderr.write(`packet-capture: ${line}\n`);
+    const why = await provision('npm test', TESTS, { rootHint: 'sudo npm test' }, systemIO(TESTS, say));
+    if (!why) return;
+    // outside CI the suites that lack something skip and say why (test/support/require.ts)
+    const inCI = process.env.CI === 'true';
+    say(inCI ? `${why}; under CI=true nothing may be skipped` : `${why}; the suites that need them skip`);
+    process.exitCode = inCI ? 1 : 0;
   });
 
 await program.parseAsync();

@@ -90,8 +90,8 @@ export async function runController(opts: ControllerOptions): Promise<Controller
     synced = true;
     log.info({ identity, leaderElect: opts.leaderElect }, 'watches synced');
   });
-  // keeps the shared watches open (and readiness true) on replicas that are not the leader
-  const syncedSub = synced$.subscribe();
+  // keeps the shared watches open (and readiness true) on replicas that are not the leader, and feeds every replica's metrics
+  const syncedSub = synced$.subscribe(([captures, , leases]) => metrics.observeWorld(captures, leases));
 
   const reconciling = reconciler({
     kc,

@@ -1,5 +1,29 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { PHASES } from '../crds/packetcapture.ts';
+import { instanceFinished } from '../crds/lifecycle.ts';
+import { PHASES, type PacketCapture, type Phase } from '../crds/packetcapture.ts';
+import type { Snapshot } from '../kube/watch.ts';
+import { liveAgentNodes, type Lease } from './agents.ts';
+
+/** Phases in which a capture's targets need their node's agent: to start a session, or to stop one. */
+const NEEDS_AGENT: ReadonlySet<Phase | undefined> = new Set<Phase>(['Pending', 'Capturing']);
+
+/**
+ * Pods that captures target, counted by the node they run on, for the nodes without a live
+ * agent: no session starts or stops there (NoNodeAgent). Read from the targets in status, so
+ * every replica derives the same, leader or not; a pod two captures target counts once, and
+ * an instance that reached its limit needs no agent any more.
+ */
+export function targetedPodsWithoutAgent(captures: Iterable<PacketCapture>, agentNodes: ReadonlySet<string>): Map<string, number> {
+  const pods = new Map<string, Set<string>>();
+  for (const capture of captures) {
+    if (!NEEDS_AGENT.has(capture.status?.phase)) continue;
+    for (const t of capture.status?.targets ?? []) {
+      if (agentNodes.has(t.nodeName) || instanceFinished(capture, t.podUID)) continue;
+      pods.set(t.nodeName, (pods.get(t.nodeName) ?? new Set<string>()).add(t.podUID));
+    }
+  }
+  return new Map([...pods].map(([node, uids]) => [node, uids.size]));
+}
 
 /** The controller's metrics, on a registry of its own so two controllers in one process (tests) do not collide. */
 export class ControllerMetrics {
@@ -43,11 +67,41 @@ export class ControllerMetrics {
     help: '1 while this replica holds the leader lease and may write',
     registers: [this.registry],
   });
+  // `target_node`, not `node`: the scrape's relabeling gives every series the controller pod's own node as `node`
+  private readonly withoutAgent = new Gauge({
+    name: 'packet_capture_controller_targeted_pods_without_agent',
+    help: 'Pods PacketCaptures target on a node with no live agent (NoNodeAgent), by that node',
+    labelNames: ['target_node'] as const,
+    registers: [this.registry],
+    collect: () => this.collectWithoutAgent(),
+  });
+
+  /** the newest captures and agent Leases, for the gauge derived at scrape time */
+  private world?: { captures: Snapshot<PacketCapture>; leases: Snapshot<Lease> };
+  private readonly now: () => number;
+
+  constructor({ now = Date.now }: { now?: () => number } = {}) {
+    this.now = now;
+  }
 
   /** Captures by phase from the newest snapshot; every phase is present so dashboards see zeros. */
   setCapturesByPhase(phases: Iterable<string | undefined>): void {
     const counts = new Map<string, number>([...PHASES, 'Unknown'].map((p) => [p, 0]));
     for (const phase of phases) counts.set(phase ?? 'Unknown', (counts.get(phase ?? 'Unknown') ?? 0) + 1);
     for (const [phase, n] of counts) this.captures.set({ phase }, n);
+  }
+
+  /** Keeps the newest snapshots; a Lease runs out by the clock alone, so the gauge reads them at each scrape. */
+  observeWorld(captures: Snapshot<PacketCapture>, leases: Snapshot<Lease>): void {
+    this.world = { captures, leases };
+  }
+
+  private collectWithoutAgent(): void {
+    this.withoutAgent.reset();
+    if (!this.world) return;
+    const agentNodes = liveAgentNodes(this.world.leases.values(), this.now());
+    for (const [node, pods] of targetedPodsWithoutAgent(this.world.captures.values(), agentNodes)) {
+      this.withoutAgent.set({ target_node: node }, pods);
+    }
   }
 }

@@ -11,6 +11,9 @@ import {
   GROUP,
   KIND,
   LIFECYCLES,
+  MAX_LIMITED_PER_NODE,
+  MAX_NODE_RECORDS,
+  MAX_SESSIONS,
   PHASES,
   PLURAL,
   PROTOCOLS,
@@ -51,9 +54,6 @@ export interface SchemaProps {
 }
 
 export const CRD_NAME = `${PLURAL}.${GROUP}`;
-
-/** Status keeps at most this many sessions: running ones plus a short history. */
-export const MAX_SESSIONS = 200;
 
 // Same languages as parseDuration and parseQuantity in crds/units.ts, so anything admitted
 // parses (crd-schema.test.ts holds them to that).
@@ -292,6 +292,34 @@ const sessionStatus: SchemaProps = {
   },
 };
 
+const nodeRecord: SchemaProps = {
+  type: 'object',
+  description:
+    "What one node's agent recorded of the current spec generation, for the decisions the bounded session history cannot carry.",
+  required: ['nodeName', 'generation'],
+  properties: {
+    nodeName: string('The node whose agent writes this record.'),
+    generation: integer('The spec generation recorded; a record of another generation decides nothing.', { minimum: 0 }),
+    firstStartTime: timestamp('The earliest session start on this node: limits.duration counts from the earliest of all nodes.'),
+    limitedPods: {
+      type: 'array',
+      description: `UIDs of the pod instances that reached a limit, oldest first; they are not captured again. At most ${MAX_LIMITED_PER_NODE}: past that, instances no longer targeted drop first.`,
+      maxItems: MAX_LIMITED_PER_NODE,
+      items: string('A pod UID.', { maxLength: 64 }),
+    },
+    firstEnd: {
+      type: 'object',
+      description: 'The first end of an instance capture on this node (a limit, or the instance gone): lifecycle Once completes on it.',
+      required: ['podUID', 'podName', 'endReason'],
+      properties: {
+        podUID: string('The pod instance.'),
+        podName: string('Its name.'),
+        endReason: string('Why its capture ended, such as PodDeleted or PacketLimit.'),
+      },
+    },
+  },
+};
+
 const status: SchemaProps = {
   type: 'object',
   description: 'Written by the controller (phase, conditions, targets) and the node agents (sessions).',
@@ -314,11 +342,19 @@ const status: SchemaProps = {
     },
     sessions: {
       type: 'array',
-      description: `Capture sessions, running and recent; each agent writes its own entries. At most ${MAX_SESSIONS}.`,
+      description: `Capture sessions, running and recent: a history, which decides nothing (see nodes). Each agent writes its own entries, its share of at most ${MAX_SESSIONS}.`,
       maxItems: MAX_SESSIONS,
       items: sessionStatus,
       'x-kubernetes-list-type': 'map',
       'x-kubernetes-list-map-keys': ['id'],
+    },
+    nodes: {
+      type: 'array',
+      description: `One record per node with sessions of the current generation, written by that node's agent. At most ${MAX_NODE_RECORDS}.`,
+      maxItems: MAX_NODE_RECORDS,
+      items: nodeRecord,
+      'x-kubernetes-list-type': 'map',
+      'x-kubernetes-list-map-keys': ['nodeName'],
     },
   },
 };

@@ -1,13 +1,19 @@
 // When a capture, a pod instance's capture or a session is finished: one rule, over durable
-// fields of the PacketCapture only (spec, metadata.generation, status.sessions), so the
-// agent that decides what to start and the controller that reports Completed cannot
-// disagree. Pure: `now` is passed in.
+// fields of the PacketCapture only (spec, metadata.generation, status.nodes), so the agent
+// that decides what to start and the controller that reports Completed cannot disagree.
+// Pure: `now` is passed in.
+//
+// status.sessions is a bounded history: an entry dropped from it must not make an instance
+// look unfinished or move the start the duration counts from. What a decision needs is
+// folded into each node's record (recordSession), which its agent writes in the same apply
+// as the entry. Entries still listed count too: an agent that wrote no records (an older
+// one) is still understood.
 //
 // Only the current generation counts. An edit of the spec is a new intent (another filter,
 // another limit): a Once capture whose instance ended captures again, and limits.duration
 // counts again from the first session start of the new generation.
 
-import { DEFAULTS, NETNS_ENDS, REASONS, type PacketCapture, type SessionStatus } from './packetcapture.ts';
+import { DEFAULTS, NETNS_ENDS, REASONS, type InstanceEnd, type NodeRecord, type PacketCapture, type SessionStatus } from './packetcapture.ts';
 import { parseDuration } from './units.ts';
 
 /** What an Ended session's endReason says about the pod instance it captured. */
@@ -50,17 +56,51 @@ export const generationOf = (capture: PacketCapture): number => capture.metadata
 export const currentSessions = (capture: PacketCapture): SessionStatus[] =>
   (capture.status?.sessions ?? []).filter((s) => s.generation === generationOf(capture));
 
+/** Node records of the capture's current generation. */
+export const currentRecords = (capture: PacketCapture): NodeRecord[] =>
+  (capture.status?.nodes ?? []).filter((r) => r.generation === generationOf(capture));
+
 /** A Failed session never finishes anything: it waits for a retry or an edit. */
 const endedAs = (s: SessionStatus, ...ends: SessionEnd[]): boolean => s.state === 'Ended' && ends.includes(sessionEnd(s.endReason));
 
+const validTime = (t: string | undefined): t is string => t !== undefined && !Number.isNaN(Date.parse(t));
+const earliest = (a: string | undefined, b: string | undefined): string | undefined =>
+  !validTime(b) ? a : !validTime(a) || Date.parse(b) < Date.parse(a) ? b : a;
+
+/**
+ * A node's record with `session` folded in: its start, and whether its instance reached a
+ * limit or its capture ended. A session of an older generation changes nothing; one of a
+ * newer generation starts a new record.
+ */
+export function recordSession(record: NodeRecord | undefined, session: SessionStatus): NodeRecord {
+  const base = !record || record.generation < session.generation ? { nodeName: session.nodeName, generation: session.generation } : record;
+  if (base.generation !== session.generation) return base;
+  const next: NodeRecord = { ...base };
+  const firstStartTime = earliest(base.firstStartTime, session.startTime);
+  if (firstStartTime) next.firstStartTime = firstStartTime;
+  const limited = base.limitedPods ?? [];
+  if (endedAs(session, 'limit') && !limited.includes(session.podUID)) next.limitedPods = [...limited, session.podUID];
+  if (!base.firstEnd && endedAs(session, 'limit', 'instance')) {
+    next.firstEnd = { podUID: session.podUID, podName: session.podName, endReason: session.endReason! };
+  }
+  return next;
+}
+
 /** Whether the pod instance reached a limit in the current generation (the agent does not capture it again). */
 export const instanceFinished = (capture: PacketCapture, podUID: string): boolean =>
+  currentRecords(capture).some((r) => r.limitedPods?.includes(podUID)) ||
   currentSessions(capture).some((s) => s.podUID === podUID && endedAs(s, 'limit'));
 
 /** The earliest session start of the current generation, on any node: limits.duration counts from it. */
-export function firstStartTime(capture: PacketCapture): string | undefined {
-  const starts = currentSessions(capture).flatMap((s) => (s.startTime && !Number.isNaN(Date.parse(s.startTime)) ? [s.startTime] : []));
-  return starts.length === 0 ? undefined : starts.reduce((a, b) => (Date.parse(a) <= Date.parse(b) ? a : b));
+export const firstStartTime = (capture: PacketCapture): string | undefined =>
+  [...currentRecords(capture).map((r) => r.firstStartTime), ...currentSessions(capture).map((s) => s.startTime)].reduce(earliest, undefined);
+
+/** The first instance whose capture ended in the current generation, on some node: lifecycle Once completes on it. */
+function firstEnd(capture: PacketCapture): InstanceEnd | undefined {
+  const recorded = currentRecords(capture).find((r) => r.firstEnd)?.firstEnd;
+  if (recorded) return recorded;
+  const ended = currentSessions(capture).find((s) => endedAs(s, 'limit', 'instance'));
+  return ended && { podUID: ended.podUID, podName: ended.podName, endReason: ended.endReason! };
 }
 
 export type CaptureEnd =
@@ -96,12 +136,12 @@ export function captureEnd(capture: PacketCapture, now: number, targets: readonl
     }
   }
   if (lifecycle === 'Once') {
-    const ended = currentSessions(capture).find((s) => endedAs(s, 'limit', 'instance'));
+    const ended = firstEnd(capture);
     if (ended) {
       return {
         finished: true,
         reason: 'Once',
-        message: `lifecycle Once: the capture of pod ${ended.podName} (UID ${ended.podUID}) ended (${ended.endReason ?? 'Ended'})`,
+        message: `lifecycle Once: the capture of pod ${ended.podName} (UID ${ended.podUID}) ended (${ended.endReason})`,
       };
     }
   }

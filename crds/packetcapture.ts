@@ -108,12 +108,35 @@ export interface SessionStatus {
   message?: string;
 }
 
+/** The first end of an instance's capture on a node (a limit, or the instance gone): lifecycle Once completes on it. */
+export interface InstanceEnd {
+  podUID: string;
+  podName: string;
+  endReason: string;
+}
+
+/**
+ * What one node's agent recorded of the capture's current generation, for the decisions
+ * that must outlive the bounded session history (crds/lifecycle.ts reads it).
+ */
+export interface NodeRecord {
+  nodeName: string;
+  /** the spec generation recorded; a record of another generation decides nothing */
+  generation: number;
+  /** the earliest session start on this node: limits.duration counts from the earliest of all nodes */
+  firstStartTime?: string;
+  /** pod instances that reached a limit, in the order they did: never captured again in this generation */
+  limitedPods?: string[];
+  firstEnd?: InstanceEnd;
+}
+
 export interface PacketCaptureStatus {
   observedGeneration?: number;
   phase?: Phase;
   conditions?: Condition[];
   targets?: TargetStatus[];
   sessions?: SessionStatus[];
+  nodes?: NodeRecord[];
 }
 
 export interface ObjectMeta {
@@ -208,11 +231,36 @@ export type Reason = (typeof REASONS)[keyof typeof REASONS];
  */
 export const NETNS_ENDS: ReadonlySet<string> = new Set([REASONS.NetnsChanged, REASONS.NetnsGone]);
 
+/**
+ * Ends under which nothing more may be recorded under the old terms (a narrowed filter, a
+ * capture deleted for privacy, its time up): the session keeps every packet up to the
+ * stop instant and none after it. Other ends (the pod replaced or deleted, the agent
+ * stopping) keep the instance's tail, everything its netns saw.
+ */
+export const EXACT_STOP_ENDS: ReadonlySet<string> = new Set([REASONS.SpecChanged, REASONS.CaptureDeleted, REASONS.CaptureCompleted, REASONS.Duration]);
+
 export const DEFAULTS = {
   lifecycle: 'Follow' as Lifecycle,
   direction: 'Both' as Direction,
   snapLen: 262144,
 };
 
-/** Ended sessions kept in status per capture; older ones drop off (files stay on disk). */
+/**
+ * Ended sessions each node keeps in status per capture; older ones drop off (files stay on
+ * disk). Fewer when many nodes share the capture (sessionShare in agent/session-status.ts).
+ */
 export const SESSION_HISTORY = 20;
+
+/** status.sessions holds at most this many entries, all nodes together (about 0.5 MB). */
+export const MAX_SESSIONS = 1000;
+
+/** status.nodes holds one record per node: Kubernetes' largest supported cluster. */
+export const MAX_NODE_RECORDS = 5000;
+
+/**
+ * Limited pod instances one node record keeps. A node runs at most maxPods instances at
+ * once (110 by default), so the instances still targeted always fit; past the cap the
+ * record drops instances no longer targeted first (gone, so never captured again), then the
+ * oldest, which would be captured once more for their limit.
+ */
+export const MAX_LIMITED_PER_NODE = 256;

@@ -22,6 +22,28 @@ export interface RequestOptions {
   body?: unknown;
   contentType?: string;
   signal?: AbortSignal;
+  /** give up on an answer after this long (default REQUEST_TIMEOUT_MS) */
+  timeoutMs?: number;
+}
+
+/**
+ * Without it undici waits 300 s for an answer, and a component whose connection went
+ * silent acts on stale truth that long. The API server itself ends an ordinary request
+ * after 60 s; an answer that has not come in 30 s is not coming.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+/** The caller's signal, or else a timeout: whichever fires first aborts the request. */
+function deadline(timeoutMs: number, signal?: AbortSignal): AbortSignal {
+  // AbortSignal.timeout takes whole milliseconds only
+  const timeout = AbortSignal.timeout(Math.ceil(timeoutMs));
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+/** A request that ran out of time says which one and how long it waited, not just "aborted". */
+function timedOut(method: string, path: string, timeoutMs: number, err: unknown): unknown {
+  if (!(err instanceof DOMException && err.name === 'TimeoutError')) return err;
+  return new Error(`${method} ${path}: no answer from the API server in ${timeoutMs} ms`, { cause: err });
 }
 
 export const APPLY_PATCH = 'application/apply-patch+yaml';
@@ -70,8 +92,16 @@ export async function kubeRequest<T = unknown>(
     headers['content-type'] = opts.contentType ?? 'application/json';
     body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
   }
-  const res = await fetch(url, { method, headers, body, dispatcher, signal: opts.signal });
-  const text = await res.text();
+  const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const signal = deadline(timeoutMs, opts.signal);
+  let res: Awaited<ReturnType<typeof fetch>>;
+  let text: string;
+  try {
+    res = await fetch(url, { method, headers, body, dispatcher, signal });
+    text = await res.text();
+  } catch (err) {
+    throw timedOut(method, path, timeoutMs, err);
+  }
   if (!res.ok) throw kubeError(method, path, res.status, res.statusText, text);
   return (text ? JSON.parse(text) : undefined) as T;
 }
@@ -85,15 +115,27 @@ export interface StreamResponse {
 /**
  * A GET whose answer is bytes to stream rather than JSON (capture files through the API
  * server's proxy), with extra request headers such as Range. Rejects with a KubeError
- * for any status outside 2xx, as kubeRequest does.
+ * for any status outside 2xx, as kubeRequest does. The timeout covers the wait for the
+ * answer's headers only: the body may take as long as the file is big.
  */
 export async function kubeStream(
   kc: KubeConfig,
   path: string,
-  opts: { headers?: Record<string, string>; signal?: AbortSignal } = {},
+  opts: { headers?: Record<string, string>; signal?: AbortSignal; timeoutMs?: number } = {},
 ): Promise<StreamResponse> {
   const { url, headers, dispatcher } = await prepare(kc, 'GET', path, undefined);
-  const res = await fetch(url, { method: 'GET', headers: { ...headers, ...opts.headers }, dispatcher, signal: opts.signal });
-  if (!res.ok || !res.body) throw kubeError('GET', path, res.status, res.statusText, await res.text());
+  const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const waiting = new AbortController();
+  const timer = setTimeout(() => waiting.abort(new DOMException('no answer in time', 'TimeoutError')), timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([opts.signal, waiting.signal]) : waiting.signal;
+  let res: Awaited<ReturnType<typeof fetch>>;
+  try {
+    res = await fetch(url, { method: 'GET', headers: { ...headers, ...opts.headers }, dispatcher, signal });
+    if (!res.ok || !res.body) throw kubeError('GET', path, res.status, res.statusText, await res.text());
+  } catch (err) {
+    throw timedOut('GET', path, timeoutMs, err);
+  } finally {
+    clearTimeout(timer);
+  }
   return { status: res.status, headers: res.headers as unknown as Headers, body: res.body as ReadableStream<Uint8Array> };
 }

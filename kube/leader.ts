@@ -12,8 +12,13 @@ export interface LeaderElectionOptions {
   leaseDurationSeconds?: number;
   /** how often the leader renews and the others look */
   retryPeriodMs?: number;
-  /** a leader that could not renew for this long stops acting as one; shorter than the lease */
+  /**
+   * a leader that has not renewed for this long stops acting as one, whatever its requests
+   * are doing; shorter than the lease (default two thirds of it, as client-go's 10 s of 15)
+   */
   renewDeadlineMs?: number;
+  /** each request to the API server gives up after this long (default half the renew deadline) */
+  requestTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -48,8 +53,11 @@ export class LeaderElector {
   private readonly leaseDurationSeconds: number;
   private readonly retryPeriodMs: number;
   private readonly renewDeadlineMs: number;
+  private readonly requestTimeoutMs: number;
   private readonly path: string;
   private timer: NodeJS.Timeout | undefined;
+  /** fires at lastRenew + renewDeadline: a renew that hangs cannot keep this replica leader */
+  private deadline: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
   private lastRenew = 0;
@@ -61,7 +69,11 @@ export class LeaderElector {
   ) {
     this.leaseDurationSeconds = opts.leaseDurationSeconds ?? 15;
     this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
-    this.renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
+    this.renewDeadlineMs = opts.renewDeadlineMs ?? Math.round((this.leaseDurationSeconds * 1000 * 2) / 3);
+    if (this.renewDeadlineMs >= this.leaseDurationSeconds * 1000) {
+      throw new Error(`renew deadline ${this.renewDeadlineMs} ms must be shorter than the lease (${this.leaseDurationSeconds} s)`);
+    }
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? Math.round(this.renewDeadlineMs / 2);
     this.path = `/apis/coordination.k8s.io/v1/namespaces/${opts.namespace}/leases`;
   }
 
@@ -82,6 +94,7 @@ export class LeaderElector {
   async stop({ release = true }: { release?: boolean } = {}): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.deadline);
     await this.running;
     const wasLeader = this.leader.value;
     this.leader.next(false);
@@ -106,6 +119,7 @@ export class LeaderElector {
       const lease = await this.get();
       if (!lease) {
         await kubeRequest(this.kc, 'POST', this.path, {
+          timeoutMs: this.requestTimeoutMs,
           body: {
             apiVersion: 'coordination.k8s.io/v1',
             kind: 'Lease',
@@ -126,6 +140,7 @@ export class LeaderElector {
         return;
       }
       await kubeRequest(this.kc, 'PUT', `${this.path}/${this.opts.name}`, {
+        timeoutMs: this.requestTimeoutMs,
         body: { ...lease, spec: this.spec(now, spec) },
       });
       if (!mine) this.opts.log?.info({ previous: spec.holderIdentity || undefined }, 'took over the leader lease');
@@ -133,22 +148,33 @@ export class LeaderElector {
     } catch (err) {
       // a conflict means another replica wrote first; the next attempt reads who
       if (!isConflict(err)) this.opts.log?.warn({ err: String(err) }, 'leader election request failed');
-      if (this.leader.value && Date.now() - this.lastRenew > this.renewDeadlineMs) {
-        this.opts.log?.warn({ renewDeadlineMs: this.renewDeadlineMs }, 'could not renew the leader lease in time; stepping down');
-        this.leader.next(false);
-      }
     }
   }
 
+  /** `now` is when the attempt began: the lease says renewTime = now, so the deadline counts from it. */
   private acquired(now: number): void {
+    const left = now + this.renewDeadlineMs - Date.now();
+    // an answer that took the whole deadline renewed a lease the standby may already be timing out
+    if (left <= 0) return this.stepDown();
     this.lastRenew = now;
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => this.stepDown(), left);
     if (!this.leader.value) this.opts.log?.info({ identity: this.opts.identity, lease: `${this.opts.namespace}/${this.opts.name}` }, 'became leader');
     this.leader.next(true);
   }
 
+  private stepDown(): void {
+    if (!this.leader.value) return;
+    this.opts.log?.warn(
+      { renewDeadlineMs: this.renewDeadlineMs, sinceRenewMs: Date.now() - this.lastRenew },
+      'could not renew the leader lease in time; stepping down',
+    );
+    this.leader.next(false);
+  }
+
   private async get(): Promise<Lease | undefined> {
     try {
-      return await kubeRequest<Lease>(this.kc, 'GET', `${this.path}/${this.opts.name}`);
+      return await kubeRequest<Lease>(this.kc, 'GET', `${this.path}/${this.opts.name}`, { timeoutMs: this.requestTimeoutMs });
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -161,6 +187,7 @@ export class LeaderElector {
       if (!lease || lease.spec?.holderIdentity !== this.opts.identity) return;
       const now = Date.now();
       await kubeRequest(this.kc, 'PUT', `${this.path}/${this.opts.name}`, {
+        timeoutMs: this.requestTimeoutMs,
         body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(now) } },
       });
       this.opts.log?.info('released the leader lease');

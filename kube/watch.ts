@@ -1,6 +1,6 @@
 import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { Observable } from 'rxjs';
-import { isGone, kubeRequest } from './http.ts';
+import { KubeError, kubeRequest } from './http.ts';
 import type { Logger } from './log.ts';
 
 export interface KubeObject {
@@ -32,6 +32,11 @@ export interface WatchOptions {
   maxBackoffMs?: number;
   /** server-side watch timeout; the watch is re-opened from the last resourceVersion */
   watchTimeoutSeconds?: number;
+  /**
+   * a watch that delivers neither an event nor a bookmark for this long is taken for a dead
+   * connection and the kind is listed again (default SILENT_WATCH_MS)
+   */
+  silentMs?: number;
   log?: Logger;
   /** called for every raw watch event; benchmarks use it to measure delivery latency */
   onEvent?: (type: string, obj: unknown) => void;
@@ -45,10 +50,32 @@ interface ListResponse<T> {
 interface WatchStatus {
   kind: 'Status';
   code?: number;
+  reason?: string;
   message?: string;
 }
 
-class WatchExpired extends Error {}
+/**
+ * The API server sends a watch a bookmark about once a minute (and one 2 s before the
+ * watch's own timeout), so a healthy watch is never quiet much longer than 60 s. 90 s
+ * leaves half an interval for a bookmark an overloaded server sends late. (An API server
+ * without a watch cache sends no bookmarks at all: a quiet watch there is re-listed every
+ * 90 s, which costs a list and breaks nothing.)
+ */
+export const SILENT_WATCH_MS = 90_000;
+
+/**
+ * What a failed watch calls for. `expired`: the resourceVersion is gone (410), so list
+ * again. `silent`: nothing arrived for silentMs; events may have been lost with the
+ * connection, so list again. Anything else re-opens the watch after a backoff.
+ */
+export function watchFailure(err: unknown): 'expired' | 'silent' | 'failed' {
+  // a 410 comes as a KubeError (an ERROR event, or the list) or as client-node 2.0.1's
+  // Error for a watch request answered with anything but 200: both carry statusCode
+  if ((err as { statusCode?: unknown } | null | undefined)?.statusCode === 410) return 'expired';
+  // client-node ends a watch it heard nothing from for requestTimeoutMs with a TimeoutError
+  if (err instanceof DOMException && err.name === 'TimeoutError') return 'silent';
+  return 'failed';
+}
 
 /**
  * List-then-watch as an Observable of snapshots: the one implementation used by the
@@ -59,6 +86,7 @@ class WatchExpired extends Error {}
 export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: WatchOptions): Observable<Snapshot<T>> {
   return new Observable<Snapshot<T>>((subscriber) => {
     const initialBackoff = opts.backoffMs ?? 500;
+    const silentMs = opts.silentMs ?? SILENT_WATCH_MS;
     const maxBackoff = opts.maxBackoffMs ?? 30_000;
     const query = { fieldSelector: opts.fieldSelector, labelSelector: opts.labelSelector };
     let closed = false;
@@ -88,9 +116,10 @@ export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: Watch
     const watchOnce = () =>
       new Promise<void>((resolve, reject) => {
         const watch = new Watch(kc);
-        // client-node aborts a watch that is silent this long; bookmarks and the server
-        // timeout keep a healthy connection well inside it.
-        (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = ((opts.watchTimeoutSeconds ?? 240) + 60) * 1000;
+        // client-node restarts this timer on every chunk the watch receives (each event or
+        // bookmark) and aborts the watch when it runs out: the silent-watch detector, at no
+        // cost per event. It also bounds the wait for the watch's answer.
+        (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = silentMs;
         watch
           .watch(
             opts.path,
@@ -104,7 +133,7 @@ export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: Watch
               opts.onEvent?.(type, obj);
               if (type === 'ERROR') {
                 const status = obj as WatchStatus;
-                reject(status.code === 410 ? new WatchExpired(status.message) : new Error(status.message));
+                reject(new KubeError(status.code ?? 500, status.reason ?? 'Error', `watch ${opts.path}: ${status.message ?? 'ERROR event'}`));
                 abort?.abort();
                 return;
               }
@@ -135,8 +164,15 @@ export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: Watch
           await watchOnce();
         } catch (err) {
           if (closed) return;
-          if (err instanceof WatchExpired || isGone(err)) {
+          const failure = watchFailure(err);
+          if (failure === 'expired') {
             opts.log?.debug({ path: opts.path }, 'watch expired, relisting');
+            needList = true;
+            continue;
+          }
+          if (failure === 'silent') {
+            // listing again at once: a dead connection is no reason to wait
+            opts.log?.warn({ path: opts.path, silentMs }, 'watch heard nothing, not even a bookmark; relisting');
             needList = true;
             continue;
           }

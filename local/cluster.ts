@@ -1,20 +1,17 @@
 // `npm run cluster`: a local control plane in the foreground for trying things by hand.
 
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { delimiter, dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { startControlPlane } from './control-plane.ts';
+import { onPath } from './provision.ts';
 
 export interface ClusterOptions {
   /** where to write the admin kubeconfig, relative to the working directory */
   kubeconfig?: string;
 }
 
-// Prefer the user's kubectl; the one built with the control plane always matches it.
-function kubectlFor(binDir: string): string {
-  const onPath = (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, 'kubectl')));
-  return onPath ? 'kubectl' : join(binDir, 'kubectl');
-}
+/** The kubectl to show the user: theirs on PATH, else the one built with the control plane (it always matches). */
+export const kubectlFor = (binDir: string): string => (onPath('kubectl') ? 'kubectl' : join(binDir, 'kubectl'));
 
 export async function runCluster(opts: ClusterOptions = {}): Promise<void> {
   const kubeconfigPath = resolve(opts.kubeconfig ?? '.local/kubeconfig');

@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { kubeRequest } from '../kube/http.ts';
-import { createPki, issueClientCert, readBase64, type Identity, type Pki } from './pki.ts';
+import { createPki, FRONT_PROXY_CLIENT, issueClientCert, issueServingCert, readBase64, type Identity, type Pki } from './pki.ts';
 
 const run = promisify(execFile);
 
@@ -119,6 +119,12 @@ export interface ControlPlaneOptions {
   kubeconfigPath?: string;
   /** Directory with the binaries; default: controlPlaneBinaries(). */
   binDir?: string;
+  /**
+   * Also serve the packet-capture API (apiserver/) from this process, registered as its
+   * APIService, for the agents of every namespace, and install the users' roles from dist/:
+   * the whole tenancy model, as a cluster running dist/ has it.
+   */
+  packetCaptureApi?: boolean;
 }
 
 interface User {
@@ -372,6 +378,8 @@ class LocalControlPlane implements ControlPlane {
   }
 
   apiServerArgs: string[] = [];
+  /** what runs in this process beside the components (the packet-capture API), closed first */
+  readonly closers: (() => Promise<void>)[] = [];
 
   start(name: string, args: string[]): Component {
     const component = Component.start(name, join(this.binDir, name), args, join(this.dataDir, `${name}.log`));
@@ -442,6 +450,7 @@ class LocalControlPlane implements ControlPlane {
     this.stopped ??= (async () => {
       // clients of the API server first, etcd last, so nothing logs a dead upstream
       for (const c of this.components.values()) c.stopping = true;
+      await Promise.allSettled(this.closers.splice(0).map((close) => close()));
       const order = ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd'];
       for (const name of order) await this.components.get(name)?.stop();
       await rm(this.dataDir, { recursive: true, force: true });
@@ -552,6 +561,19 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       // as kubeadm sets it: nodes/proxy (kubectl-pcap reaching an agent) dials the Node's
       // InternalIP; the default tries its Hostname first, which no resolver knows here
       '--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname',
+      // the aggregation layer (the packet-capture API, apiserver/): requests to an APIService
+      // are forwarded with the user in these headers, over a client certificate of the
+      // front-proxy CA; the API server publishes these settings in kube-system's
+      // extension-apiserver-authentication ConfigMap for the aggregated server to trust
+      `--requestheader-client-ca-file=${pki.frontProxyCa.cert}`,
+      `--requestheader-allowed-names=${FRONT_PROXY_CLIENT}`,
+      '--requestheader-username-headers=X-Remote-User',
+      '--requestheader-group-headers=X-Remote-Group',
+      '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+      `--proxy-client-cert-file=${pki.frontProxyClient.cert}`,
+      `--proxy-client-key-file=${pki.frontProxyClient.key}`,
+      // to the Service's endpoints, not its cluster IP: nothing here routes service IPs
+      '--enable-aggregator-routing=true',
     ];
     await cp.startApiServer();
     await writeFile(kubeconfigPath, kubeconfigYaml(server, await readBase64(pki.ca.cert), await certUser('admin', pki.admin)), {
@@ -559,6 +581,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     });
     cp.connect();
     if (opts.controllers) await startControllers(cp, kcmPort, schedulerPort, opts.nodeLifecycle ?? false);
+    if (opts.packetCaptureApi) cp.closers.push(await servePacketCaptureApi(cp));
     return cp;
   } catch (err) {
     await cp.stop();
@@ -609,6 +632,81 @@ async function startControllers(cp: LocalControlPlane, kcmPort: number, schedule
     cp.waitReady(scheduler, 'kube-scheduler', async () => (await healthz(schedulerPort)).status === 200),
   ]);
 }
+
+/** The namespace of the packet-capture API's Service on a local control plane. */
+const LOCAL_API_NAMESPACE = 'kube-system';
+
+/**
+ * The packet-capture API on the machine's address (the aggregator refuses loopback
+ * endpoints), with a serving certificate of the cluster CA, behind a Service whose
+ * endpoints name it, and the users' roles (packet-capture-edit, -view) from dist/.
+ */
+async function servePacketCaptureApi(cp: LocalControlPlane): Promise<() => Promise<void>> {
+  const [{ hostAddress }, { startApiServer }, { loadRequestHeaderConfig }, { APISERVICE_NAME }, { applyObjects, readManifests }, { createLogger }] = await Promise.all([
+    import('./start.ts'),
+    import('../apiserver/server.ts'),
+    import('../apiserver/main.ts'),
+    import('../apiserver/api.ts'),
+    import('../kube/apply.ts'),
+    import('../kube/log.ts'),
+  ]);
+  const address = hostAddress();
+  if (!address) throw new Error('this machine has no address but loopback; the API server refuses to aggregate an API there');
+  const kc = cp.kubeConfig;
+  const installed = await readManifests(join(REPO_ROOT, 'dist', 'packet-capture.k8s.yaml'));
+  const isUserRole = (o: { kind?: string; metadata?: { labels?: Record<string, string> } }) =>
+    o.kind === 'ClusterRole' && Object.keys(o.metadata?.labels ?? {}).some((l) => l.startsWith('rbac.authorization.k8s.io/aggregate-to-'));
+  const apiService = installed.find((o) => o.kind === 'APIService');
+  const service = (apiService as { spec?: { service?: { name: string } } } | undefined)?.spec?.service?.name;
+  if (!apiService || !service) throw new Error('dist/ has no APIService; run npm run synth');
+  const serving = await issueServingCert(cp.pki, `${service}.${LOCAL_API_NAMESPACE}.svc`, [`DNS:${service}.${LOCAL_API_NAMESPACE}.svc`]);
+  const api = await startApiServer({
+    kubeConfig: kc,
+    systemNamespace: undefined,
+    cert: await readFile(serving.cert, 'utf8'),
+    key: await readFile(serving.key, 'utf8'),
+    requestHeader: await loadRequestHeaderConfig(kc),
+    port: 0,
+    host: address,
+    log: createLogger('apiserver', {}, await logDestination(join(cp.dataDir, 'packet-capture-api.log'))),
+  });
+  const ports = [{ name: 'https', port: api.port, protocol: 'TCP' }];
+  const meta = { name: service, namespace: LOCAL_API_NAMESPACE };
+  await applyObjects(
+    kc,
+    [
+      ...installed.filter(isUserRole),
+      { apiVersion: 'v1', kind: 'Service', metadata: meta, spec: { ports: [{ name: 'https', port: 443, targetPort: api.port }] } } as never,
+      { apiVersion: 'v1', kind: 'Endpoints', metadata: meta, subsets: [{ addresses: [{ ip: address }], ports }] } as never,
+      {
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { ...meta, labels: { 'kubernetes.io/service-name': service } },
+        addressType: address.includes(':') ? 'IPv6' : 'IPv4',
+        endpoints: [{ addresses: [address], conditions: { ready: true } }],
+        ports,
+      } as never,
+      {
+        ...apiService,
+        spec: { ...(apiService as { spec: object }).spec, service: { namespace: LOCAL_API_NAMESPACE, name: service, port: 443 }, caBundle: await readBase64(cp.pki.ca.cert) },
+      } as never,
+    ],
+    { fieldManager: 'packet-capture-local' },
+  );
+  await cp.waitReady(cp.components.get('kube-apiserver')!, `APIService ${APISERVICE_NAME}`, async () => {
+    const got = await kubeRequest<{ status?: { conditions?: { type: string; status: string; message?: string }[] } }>(
+      kc,
+      'GET',
+      `/apis/apiregistration.k8s.io/v1/apiservices/${APISERVICE_NAME}`,
+    );
+    const available = got.status?.conditions?.find((c) => c.type === 'Available');
+    if (available?.status !== 'True') throw new Error(`not Available: ${available?.message ?? 'no condition yet'}`);
+    return true;
+  });
+  return () => api.close();
+}
+
+const logDestination = async (path: string) => (await import('pino')).default.destination({ dest: path, sync: false });
 
 /** The control plane's component version, e.g. "v1.34.1", as the binary reports it. */
 export async function apiServerVersion(binDir: string): Promise<string> {

@@ -7,10 +7,10 @@
 // its payload even when both instances had the same IP.
 
 import { randomBytes } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
@@ -25,12 +25,13 @@ import { complete } from './fabric.ts';
 import { createHost, tcpRequests, type Host } from './netns-host.ts';
 import { SIMULATED_NODE_LABEL } from './node.ts';
 import { isInstancePacket } from './packets.ts';
+import { LOCAL_CLUSTER, onPath, REAL_NODE } from './provision.ts';
 import { startRealCluster, webStatefulSet, type RealCluster } from './real-cluster.ts';
 import { assertLocalRoute, REAL_NODE_LABEL, REAL_NODE_NETWORK } from './real-node.ts';
 import {
   answeringKubeconfig,
+  ensureProvisioned,
   LOCAL_KUBECONFIG,
-  missingPrivileges,
   StartError,
   startLocalCluster,
   SYSTEM_NAMESPACE,
@@ -118,8 +119,6 @@ export function checkFile(packets: readonly Packet[], owner: Instance, sources: 
   const ips = [...new Set(packets.flatMap((p) => [p.src, p.dst]))].sort();
   return { packets: packets.length, ips, answeredBy, foreign };
 }
-
-const onPath = (tool: string): boolean => (process.env.PATH ?? '').split(delimiter).some((dir) => dir && existsSync(join(dir, tool)));
 
 /** The packets of a pcap file, read by tshark, or by tcpdump -r where tshark is missing. */
 export async function readPcap(path: string): Promise<Packet[]> {
@@ -320,8 +319,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       const { files, failures } = await fetchCapture(t, CAPTURE, { outDir: opts.outDir, podUID: instance.uid });
       if (failures.length > 0) throw new Error(failures.join('; '));
       const ours = files.filter((f) => sessions.has(f.sessionId));
-      // more than a pcap file header
-      return ours.some((f) => f.bytes > 24) ? ours : undefined;
+      // a file holds its header from the start: wait for one that holds a packet
+      const read = await Promise.all(ours.map((f) => readPcap(f.path).catch(() => [])));
+      return read.some((packets) => packets.length > 0) ? ours : undefined;
     });
     reports.push({ ...instance, files: await Promise.all(fetched.map((f) => fileReport(f, instance, [host.ip]))) });
   }
@@ -423,8 +423,7 @@ async function demoOnOwnRealNode(outDir: string, progress: (message: string) => 
  * file holds a packet of another instance.
  */
 export async function runDemoCommand(opts: { kubeconfig?: string; output: string; realNode?: boolean }): Promise<number> {
-  const why = missingPrivileges('the demo');
-  if (why) throw new StartError(why);
+  await ensureProvisioned('the demo', opts.realNode ? REAL_NODE : LOCAL_CLUSTER, 'sudo npm run demo');
   const t0 = Date.now();
   const progress = (message: string) => process.stderr.write(`demo: ${message} [${((Date.now() - t0) / 1000).toFixed(1)}s]\n`);
   const outDir = resolve(opts.output);

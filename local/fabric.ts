@@ -1,17 +1,22 @@
 // The simulated network: one bridge (`pcbr0`) inside its own network namespace
 // (`pc-fabric`), and a network namespace per pod or traffic host with a veth on it.
-// The bridge lives outside the host namespace so the host's routes and firewall (Docker's
-// FORWARD DROP with br_netfilter, for one) never see this traffic, and nothing on it has a
-// way off the machine. Every namespace, veth and cgroup made here is written down first
-// in an ownership record naming this process, so a later cleanupStale() can remove what
-// a crashed run left behind without touching another live run's pods.
+// The bridge lives outside the host namespace so the host's firewall (Docker's FORWARD
+// DROP with br_netfilter, for one) never sees pod-to-pod traffic, and nothing on it has a
+// way off the machine: pods know no route but their /16. The host reaches the pods over
+// one more veth (`pch0` on its side), which carries the pod and service CIDRs, so
+// `curl http://<pod IP>` from the host gets the pod and no address the local cluster hands
+// out follows the default route off the machine. Every namespace, veth and cgroup made
+// here is written down first in an ownership record naming this process, so a later
+// cleanupStale() can remove what a crashed run left behind without touching another live
+// run's pods.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { cgroupPids, removeCgroupChain, removeCgroupChainSync } from './cgroups.ts';
+import { SERVICE_CIDR } from './control-plane.ts';
 
 /** Every network namespace we make starts with this. */
 export const NETNS_PREFIX = 'pc-';
@@ -22,6 +27,17 @@ export const BRIDGE = 'pcbr0';
 export const NETNS_DIR = '/run/netns';
 /** All pods and hosts share one L2 segment: every address is on-link, none is routed. */
 export const FABRIC_PREFIX_LENGTH = 16;
+/** The host's side of its veth to the bridge, and the peer's name on the bridge. */
+export const HOST_LINK = 'pch0';
+const HOST_LINK_PEER = 'pchost';
+/** The host's address on the fabric: above the node subnets (0-249) and the traffic hosts' 250. */
+export const HOST_FABRIC_ADDRESS = '10.244.255.254';
+/**
+ * The host's route to Services rides the fabric too, below the real node's (pcrn0, metric 0)
+ * where one runs: the simulated nodes have no kube-proxy, so nothing answers there, but
+ * nothing leaves the machine either.
+ */
+const SERVICE_ROUTE_METRIC = 1000;
 const RECORD_DIR = '/run/packet-capture-sim';
 
 export interface Owner {
@@ -187,7 +203,37 @@ async function ensureFabric(): Promise<void> {
     ['link', 'set', BRIDGE, 'addrgenmode', 'none'],
     ['link', 'set', BRIDGE, 'up'],
   ]);
+  await linkHost();
 }
+
+/**
+ * The host's veth to the bridge, its fabric address (whose /16 is the route to every pod)
+ * and the route to Services. It goes with the fabric's namespace, which holds its peer.
+ */
+async function linkHost(): Promise<void> {
+  const add = () =>
+    ip(undefined, [['link', 'add', HOST_LINK, 'address', macForAddress(HOST_FABRIC_ADDRESS), 'type', 'veth', 'peer', 'name', HOST_LINK_PEER, 'netns', FABRIC_NETNS]]);
+  await add().catch(async (err: unknown) => {
+    if (!alreadyExists(err)) throw err;
+    // the link of a fabric namespace deleted a moment ago goes only when the kernel is done with it
+    if ((await complete('ip', ['-n', FABRIC_NETNS, 'link', 'show', HOST_LINK_PEER])).code === 0) return;
+    await ip(undefined, [['link', 'del', HOST_LINK]]).catch(ignore(notFound));
+    await add();
+  });
+  await ip(FABRIC_NETNS, [
+    ['link', 'set', HOST_LINK_PEER, 'addrgenmode', 'none'],
+    ['link', 'set', HOST_LINK_PEER, 'master', BRIDGE, 'up'],
+  ]);
+  // no router solicitations or MLD from the host into the pods' captures
+  await writeFile(`/proc/sys/net/ipv6/conf/${HOST_LINK}/disable_ipv6`, '1').catch(() => undefined);
+  await ip(undefined, [['link', 'set', HOST_LINK, 'addrgenmode', 'none']]);
+  await ip(undefined, [['addr', 'add', `${HOST_FABRIC_ADDRESS}/${FABRIC_PREFIX_LENGTH}`, 'dev', HOST_LINK]]).catch(ignore(alreadyExists));
+  await ip(undefined, [['link', 'set', HOST_LINK, 'up']]);
+  await ip(undefined, [['route', 'add', SERVICE_CIDR, 'dev', HOST_LINK, 'metric', String(SERVICE_ROUTE_METRIC)]]).catch(ignore(alreadyExists));
+}
+
+/** The bridge's ports but the host's: what keeps the fabric in use. */
+const sandboxPorts = (ports: { ifname?: string }[]): unknown[] => ports.filter((p) => p.ifname !== HOST_LINK_PEER);
 
 const ignore =
   (match: (err: unknown) => boolean) =>
@@ -204,8 +250,10 @@ export async function releaseFabric(): Promise<void> {
 
 async function removeFabricIfUnused(): Promise<boolean> {
   if (!existsSync(netnsPath(FABRIC_NETNS))) return false;
-  const ports = JSON.parse((await ip(FABRIC_NETNS, [['-j', 'link', 'show', 'master', BRIDGE]]).catch(() => '[]')) || '[]') as unknown[];
-  if (ports.length > 0) return false;
+  const ports = JSON.parse((await ip(FABRIC_NETNS, [['-j', 'link', 'show', 'master', BRIDGE]]).catch(() => '[]')) || '[]') as { ifname?: string }[];
+  if (sandboxPorts(ports).length > 0) return false;
+  // at once: with the namespace alone the host's link would linger until the kernel frees it
+  await ip(FABRIC_NETNS, [['link', 'del', HOST_LINK_PEER]]).catch(ignore(notFound));
   await run('ip', ['netns', 'del', FABRIC_NETNS]).catch(ignore(notFound));
   return true;
 }
@@ -385,7 +433,10 @@ function cleanupLiveSync(): void {
   if (fabricUsers > 0 && existsSync(netnsPath(FABRIC_NETNS))) {
     try {
       const ports = execFileSync('ip', ['-n', FABRIC_NETNS, '-j', 'link', 'show', 'master', BRIDGE], { encoding: 'utf8' });
-      if ((JSON.parse(ports || '[]') as unknown[]).length === 0) execFileSync('ip', ['netns', 'del', FABRIC_NETNS], { stdio: 'ignore' });
+      if (sandboxPorts(JSON.parse(ports || '[]') as { ifname?: string }[]).length === 0) {
+        spawnSync('ip', ['-n', FABRIC_NETNS, 'link', 'del', HOST_LINK_PEER], { stdio: 'ignore' });
+        execFileSync('ip', ['netns', 'del', FABRIC_NETNS], { stdio: 'ignore' });
+      }
     } catch {
       // another run's ports are attached, or it is already gone
     }

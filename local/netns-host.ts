@@ -1,6 +1,7 @@
 // Traffic-source hosts: a network namespace on the simulated pods' bridge, with an address
 // of its own, from which tests and benchmarks reach pods. Everything stays on the bridge
-// in 10.244.0.0/16, which has no way off the machine (see fabric.ts).
+// in 10.244.0.0/16, which has no way off the machine (see fabric.ts). The machine itself
+// reaches pods too, from HOST_FABRIC_ADDRESS; a host is a source apart from it.
 
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +12,7 @@ import {
   createNetns,
   currentOwner,
   destroySandbox,
+  HOST_FABRIC_ADDRESS,
   inNetns,
   netnsPath,
   NETNS_PREFIX,
@@ -45,6 +47,7 @@ export async function createHost(name: string, ip: string): Promise<Host> {
     throw new Error(`host name ${JSON.stringify(name)} must be lowercase letters, digits and dashes`);
   }
   if (!isFabricAddress(ip)) throw new Error(`host address ${ip} is not inside 10.244.0.0/16`);
+  if (ip === HOST_FABRIC_ADDRESS) throw new Error(`host address ${ip} is this machine's own on the fabric`);
   const netnsName = `${NETNS_PREFIX}host-${name}`;
   const record: SandboxRecord = {
     netns: netnsName,

@@ -24,7 +24,16 @@ export interface Pki {
   admin: CertPaths;
   /** the service account token signing key pair */
   serviceAccount: { privateKey: string; publicKey: string };
+  /**
+   * The aggregation layer's own CA and the client certificate the API server presents to
+   * aggregated APIs (--proxy-client-cert-file), which then trust X-Remote-User/-Group.
+   */
+  frontProxyCa: CertPaths;
+  frontProxyClient: CertPaths;
 }
+
+/** The CN the API servers of aggregated APIs accept front-proxy requests from (--requestheader-allowed-names). */
+export const FRONT_PROXY_CLIENT = 'front-proxy-client';
 
 export interface Identity {
   user: string;
@@ -42,11 +51,11 @@ export const KUBERNETES_SERVICE_IP = '10.96.0.1';
 
 const fileSafe = (name: string): string => name.replace(/[^A-Za-z0-9_.-]/g, '_');
 
-async function selfSignedCa(dir: string): Promise<CertPaths> {
-  const paths = { cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') };
+async function selfSignedCa(dir: string, name = 'ca', cn = 'packet-capture-local-ca'): Promise<CertPaths> {
+  const paths = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
   await run('openssl', [
     'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', paths.key, '-out', paths.cert, '-subj', '/CN=packet-capture-local-ca', '-days', '365',
+    '-keyout', paths.key, '-out', paths.cert, '-subj', `/CN=${cn}`, '-days', '365',
   ]);
   return paths;
 }
@@ -84,20 +93,26 @@ export function issueClientCert(pki: Pick<Pki, 'ca' | 'dir'>, identity: Identity
 
 export async function createPki(dir: string): Promise<Pki> {
   await mkdir(dir, { recursive: true });
-  const ca = await selfSignedCa(dir);
+  const [ca, frontProxyCa] = await Promise.all([
+    selfSignedCa(dir),
+    // its own CA, as kubeadm keeps it: a client certificate of the cluster CA must not be
+    // able to pose as the front proxy and claim any identity in X-Remote-User
+    selfSignedCa(dir, 'front-proxy-ca', 'packet-capture-local-front-proxy-ca'),
+  ]);
   const sa = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const serviceAccount = { privateKey: join(dir, 'sa.key'), publicKey: join(dir, 'sa.pub') };
-  const [serving, admin] = await Promise.all([
+  const [serving, admin, frontProxyClient] = await Promise.all([
     issue(ca, dir, 'apiserver', '/CN=kube-apiserver', [
       // 10.96.0.1: the `kubernetes` Service, which in-cluster clients of a real node dial
       `subjectAltName=IP:127.0.0.1,IP:${KUBERNETES_SERVICE_IP},DNS:localhost,DNS:kubernetes.default.svc`,
       'extendedKeyUsage=serverAuth',
     ]),
     issueClientCert({ ca, dir }, { user: 'packet-capture-admin', groups: ['system:masters'] }),
+    issue(frontProxyCa, dir, FRONT_PROXY_CLIENT, `/CN=${FRONT_PROXY_CLIENT}`, ['extendedKeyUsage=clientAuth']),
     writeFile(serviceAccount.privateKey, sa.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 }),
     writeFile(serviceAccount.publicKey, sa.publicKey.export({ type: 'spki', format: 'pem' })),
   ]);
-  return { dir, ca, serving, admin, serviceAccount };
+  return { dir, ca, serving, admin, serviceAccount, frontProxyCa, frontProxyClient };
 }
 
 export const readBase64 = async (path: string): Promise<string> => (await readFile(path)).toString('base64');

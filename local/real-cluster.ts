@@ -4,13 +4,17 @@
 // the manifests already carry, so not one field of dist/ differs from what ships.
 
 import { fileURLToPath } from 'node:url';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { DEFAULT_IMAGE, NAMESPACE } from '../cdk8s/settings.ts';
 import { CRD_NAME } from '../crds/crd.ts';
 import { applyObjects, readManifests } from '../kube/apply.ts';
-import { kubeRequest } from '../kube/http.ts';
+import { APISERVICE_NAME } from '../apiserver/api.ts';
+import { API_TLS_SECRET } from '../cdk8s/api-server.ts';
+import { kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import { scriptOutputDir, type ControlPlaneInfo } from './control-plane.ts';
+import { issueServingCert, readBase64 } from './pki.ts';
 import { NODE_IMAGES_SCRIPT, RealNode, type NodeImages } from './real-node.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -83,6 +87,8 @@ export const clientPod = (namespace: string): KubernetesObject =>
 export interface Deployed {
   controller: { name: string; namespace: string };
   agent: { name: string; namespace: string };
+  /** the packet-capture API (apiserver/), behind its APIService */
+  api: { name: string; namespace: string };
 }
 
 interface Workload {
@@ -101,7 +107,8 @@ interface Workload {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** dist/ as shipped: the CRD (Established), then the rest; resolves when both components are Ready. */
-export async function deployDist(kc: KubeConfig): Promise<Deployed> {
+export async function deployDist(kc: KubeConfig, controlPlane: ControlPlaneInfo, stateDir: string): Promise<Deployed> {
+  await provideApiCertificate(kc, controlPlane, stateDir);
   const crds = await readManifests(join(DIST, 'packet-capture-crds.k8s.yaml'));
   await applyObjects(kc, crds, { fieldManager: 'packet-capture-local' });
   await until('the PacketCapture CRD Established', async () => {
@@ -110,24 +117,46 @@ export async function deployDist(kc: KubeConfig): Promise<Deployed> {
   });
   const objects = await readManifests(join(DIST, 'packet-capture.k8s.yaml'));
   await applyObjects(kc, objects as KubernetesObject[], { fieldManager: 'packet-capture-local' });
-  const controller = objects.find((o) => o.kind === 'Deployment')!.metadata!;
-  const agent = objects.find((o) => o.kind === 'DaemonSet')!.metadata!;
-  const deployed = {
-    controller: { name: controller.name!, namespace: controller.namespace ?? NAMESPACE },
-    agent: { name: agent.name!, namespace: agent.namespace ?? NAMESPACE },
-  };
+  await trustApiService(kc, controlPlane);
+  const component = (kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata?.labels?.['app.kubernetes.io/component'] === name)!.metadata!;
+  const ref = (meta: { name?: string; namespace?: string }) => ({ name: meta.name!, namespace: meta.namespace ?? NAMESPACE });
+  const deployed = { controller: ref(component('Deployment', 'controller')), agent: ref(component('DaemonSet', 'agent')), api: ref(component('Deployment', 'api')) };
   await rolledOut(kc, deployed);
   return deployed;
 }
 
+/**
+ * What cert-manager does in a cluster (cdk8s/api-server.ts): the packet-capture API's serving
+ * certificate in its Secret, signed by the cluster CA, and that CA in the APIService's
+ * caBundle, so the aggregator trusts the API as the pod that dist/ runs.
+ */
+async function provideApiCertificate(kc: KubeConfig, controlPlane: ControlPlaneInfo, stateDir: string): Promise<void> {
+  const service = `packet-capture-api.${NAMESPACE}.svc`;
+  const pki = { ca: { cert: join(controlPlane.pkiDir, 'ca.crt'), key: join(controlPlane.pkiDir, 'ca.key') }, dir: stateDir };
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const cert = await issueServingCert(pki, 'packet-capture-api', [`DNS:${service}`, `DNS:packet-capture-api.${NAMESPACE}`]);
+  await applyObjects(kc, [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NAMESPACE } },
+    { apiVersion: 'v1', kind: 'Secret', metadata: { name: API_TLS_SECRET, namespace: NAMESPACE }, type: 'kubernetes.io/tls', data: { 'tls.crt': await readBase64(cert.cert), 'tls.key': await readBase64(cert.key) } },
+  ] as KubernetesObject[], { fieldManager: 'packet-capture-local' });
+}
+
+/** The APIService of dist/ trusting the cluster CA (the field cert-manager's injector fills). */
+async function trustApiService(kc: KubeConfig, controlPlane: ControlPlaneInfo): Promise<void> {
+  const caBundle = await readBase64(join(controlPlane.pkiDir, 'ca.crt'));
+  await kubeRequest(kc, 'PATCH', `/apis/apiregistration.k8s.io/v1/apiservices/${APISERVICE_NAME}`, { contentType: MERGE_PATCH, body: { spec: { caBundle } } });
+}
+
 /** Both workloads at their current generation with every replica ready. */
 export async function rolledOut(kc: KubeConfig, d: Deployed): Promise<void> {
-  await until('the controller Deployment available and the agent DaemonSet ready', async () => {
-    const [dep, ds] = await Promise.all([
+  await until('the controller and API Deployments available and the agent DaemonSet ready', async () => {
+    const [dep, ds, api] = await Promise.all([
       kubeRequest<Workload>(kc, 'GET', `/apis/apps/v1/namespaces/${d.controller.namespace}/deployments/${d.controller.name}`),
       kubeRequest<Workload>(kc, 'GET', `/apis/apps/v1/namespaces/${d.agent.namespace}/daemonsets/${d.agent.name}`),
+      kubeRequest<Workload>(kc, 'GET', `/apis/apps/v1/namespaces/${d.api.namespace}/deployments/${d.api.name}`),
     ]);
-    const depReady = dep.status?.observedGeneration === dep.metadata.generation && (dep.status?.availableReplicas ?? 0) >= (dep.spec?.replicas ?? 1) && dep.status?.updatedReplicas === dep.spec?.replicas;
+    const available = (w: Workload) => w.status?.observedGeneration === w.metadata.generation && (w.status?.availableReplicas ?? 0) >= (w.spec?.replicas ?? 1) && w.status?.updatedReplicas === w.spec?.replicas;
+    const depReady = available(dep) && available(api);
     const want = ds.status?.desiredNumberScheduled ?? 0;
     const dsReady = ds.status?.observedGeneration === ds.metadata.generation && want > 0 && ds.status?.numberReady === want && ds.status?.updatedNumberScheduled === want;
     return depReady && dsReady;
@@ -180,7 +209,7 @@ export async function startRealCluster(controlPlane: ControlPlaneInfo, kc: KubeC
   const node = await RealNode.start({ controlPlane, images, progress });
   try {
     progress?.('applying dist/ as shipped: CRD, RBAC, controller Deployment, agent DaemonSet');
-    const deployed = await deployDist(kc);
+    const deployed = await deployDist(kc, controlPlane, join(node.stateDir, 'api-pki'));
     return { node, deployed, stop: () => node.stop() };
   } catch (err) {
     await node.stop().catch(() => undefined);

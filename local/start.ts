@@ -3,10 +3,10 @@
 // namespaces, the controller and one agent per node) and keeps it until Ctrl-C. A
 // configured cluster is never used unless asked for with --kubeconfig.
 
-import { accessSync, constants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { networkInterfaces, hostname } from 'node:os';
-import { delimiter, dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import pino from 'pino';
 import { runAgent, type AgentHandle } from '../agent/main.ts';
@@ -16,14 +16,15 @@ import { applyObjects } from '../kube/apply.ts';
 import { configuredCluster, loadKubeConfig } from '../kube/client.ts';
 import { isNotFound, kubeRequest } from '../kube/http.ts';
 import { createLogger, type Logger } from '../kube/log.ts';
+import { kubectlFor } from './cluster.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { SimulatedNode } from './node.ts';
+import { AGENT, LOCAL_CLUSTER, provision, REAL_NODE, systemIO, type Setup } from './provision.ts';
 
 export const LOCAL_KUBECONFIG = '.local/kubeconfig';
 export const LOCAL_DATA_DIR = '.local/data';
 export const LOCAL_LOG_FILE = '.local/packet-capture.log';
 export const SYSTEM_NAMESPACE = 'packet-capture-system';
-const TOOLS = ['ip', 'nsenter', 'setpriv', 'tcpdump'];
 /** how long one component may take to stop before the next is stopped anyway */
 const STOP_TIMEOUT_MS = 20_000;
 
@@ -32,24 +33,15 @@ export class StartError extends Error {
   override name = 'StartError';
 }
 
-/** Why this process cannot run simulated pods or tcpdump, or undefined if it can. */
-export function missingPrivileges(what: string): string | undefined {
-  if (process.getuid?.() !== 0) {
-    return `${what} needs root: pods are network namespaces with veths and cgroups, and tcpdump runs inside them (try: sudo npm start)`;
-  }
-  const path = (process.env.PATH ?? '').split(delimiter);
-  const missing = TOOLS.filter((tool) => !path.some((dir) => executable(join(dir, tool))));
-  if (missing.length > 0) return `${what} needs ${missing.join(', ')} on PATH (apt-get install -y iproute2 util-linux tcpdump)`;
-  return undefined;
-}
+const ROOT_REASON = 'pods are network namespaces with veths and cgroups, and tcpdump runs inside them';
 
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
+/**
+ * Makes this machine ready for `what`: installs the Debian packages it lacks (as root, with
+ * apt-get, saying what and why), or throws a StartError listing what to install or do.
+ */
+export async function ensureProvisioned(what: string, setup: Setup, rootHint: string): Promise<void> {
+  const why = await provision(what, setup, { rootHint, rootReason: ROOT_REASON }, systemIO(setup, say));
+  if (why) throw new StartError(why);
 }
 
 /**
@@ -149,7 +141,7 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
     let controlPlane: ControlPlane | undefined;
     if (!kubeConfig) {
       progress('starting the control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler');
-      controlPlane = await startControlPlane({ controllers: true, kubeconfigPath: opts.kubeconfigPath });
+      controlPlane = await startControlPlane({ controllers: true, kubeconfigPath: opts.kubeconfigPath, packetCaptureApi: true });
       started.push({ name: 'the control plane', stop: () => controlPlane!.stop() });
       progress(`control plane up at ${controlPlane.server} (its files: ${controlPlane.dataDir})`);
       kubeConfig = controlPlane.kubeConfig;
@@ -301,8 +293,7 @@ export async function runStart(opts: StartOptions): Promise<number> {
     say(`  npm start -- --local               start the embedded local cluster instead`);
     return 1;
   }
-  const why = missingPrivileges('the local cluster');
-  if (why) throw new StartError(why);
+  await ensureProvisioned('the local cluster', opts.realNode ? REAL_NODE : LOCAL_CLUSTER, 'sudo npm start');
 
   const kubeconfigPath = resolve(LOCAL_KUBECONFIG);
   if (await answeringKubeconfig(kubeconfigPath)) {
@@ -330,8 +321,9 @@ export async function runStart(opts: StartOptions): Promise<number> {
 
   const kubeconfig = relative(process.cwd(), kubeconfigPath);
   const nodes = cluster.nodes.map((n) => n.name).join(', ');
-  console.log(`packet-capture local cluster ready: kubectl --kubeconfig ${kubeconfig} get pcap -A`);
-  console.log(`  try it:  kubectl --kubeconfig ${kubeconfig} apply -f examples/nginx.yaml -f examples/packetcapture.yaml`);
+  const kubectl = kubectlFor(cluster.controlPlane!.binDir);
+  console.log(`packet-capture local cluster ready: ${kubectl} --kubeconfig ${kubeconfig} get pcap -A`);
+  console.log(`  try it:  ${kubectl} --kubeconfig ${kubeconfig} apply -f examples/nginx.yaml -f examples/packetcapture.yaml`);
   console.log(`  files:   KUBECONFIG=${kubeconfig} bin/kubectl-pcap.mjs fetch web-http -n demo   (or kubectl pcap, with bin/ on PATH)`);
   console.log(`  nodes ${nodes}; captures under ${relative(process.cwd(), resolve(opts.dataDir)) || '.'}/<node>/; logs in ${relative(process.cwd(), logFile)}; Ctrl-C stops and cleans up`);
 
@@ -354,8 +346,7 @@ export async function runStart(opts: StartOptions): Promise<number> {
 /** --kubeconfig: the controller and an agent for this machine, against a cluster the user named. */
 async function runAgainstCluster(opts: StartOptions): Promise<number> {
   const kc = loadKubeConfig(opts.kubeconfig);
-  const why = missingPrivileges('the agent');
-  if (why) throw new StartError(why);
+  await ensureProvisioned('the agent', AGENT, 'sudo npm start');
   const nodeName = opts.nodeName ?? hostname();
   say(`using ${opts.kubeconfig}: context "${kc.getCurrentContext()}", server ${kc.getCurrentCluster()?.server}`);
   for (const [path, hint] of [
@@ -414,7 +405,7 @@ async function runRealNode(kubeconfigPath: string, progress: (message: string) =
     throw new StartError(`the real node did not start: ${(err as Error).message}`);
   }
   const kubeconfig = relative(process.cwd(), kubeconfigPath);
-  console.log(`packet-capture local cluster with a real node ready: kubectl --kubeconfig ${kubeconfig} get pods -A`);
+  console.log(`packet-capture local cluster with a real node ready: ${kubectlFor(controlPlane!.binDir)} --kubeconfig ${kubeconfig} get pods -A`);
   console.log(`  node ${real!.node.name} (${real!.node.ip}): kubelet + containerd; controller and agent run as pods from dist/`);
   console.log(`  kubelet log ${real!.node.kubeletLog}; capture files under /var/lib/packet-capture on this machine; Ctrl-C stops and cleans up`);
   const outcome = await Promise.race([

@@ -1,9 +1,9 @@
 // The plugin's view of a cluster: kubeconfig and context as kubectl picks them, and the
-// captures, events and agent Leases it reads, with errors that say what to do.
+// captures, events and capture files (the packet-capture API) it reads, with errors that
+// say what to do.
 
 import type { KubeConfig } from '@kubernetes/client-node';
-import { FILES_PROXY_ANNOTATION, agentLeaseName } from '../../agent/lease.ts';
-import { AGENT_LEASE_LABEL, type Lease } from '../../controller/agents.ts';
+import { API_GROUP, APISERVICE_NAME } from '../../apiserver/api.ts';
 import { GROUP, PLURAL, VERSION, type PacketCapture } from '../../crds/packetcapture.ts';
 import { loadKubeConfig } from '../../kube/client.ts';
 import { isNotFound, KubeError, kubeRequest } from '../../kube/http.ts';
@@ -107,61 +107,21 @@ export async function captureEvents(t: Target, capture: PacketCapture): Promise<
   }
 }
 
-export interface AgentEndpoint {
-  node: string;
-  /** API-server path prefix that proxies to the agent's ops server */
-  proxy: string;
-  /** when its Lease runs out; in the past means the agent stopped renewing it */
-  expires?: Date;
-}
-
-/** How to reach the agent of `node`: the files-proxy annotation on its presence Lease. */
-export async function agentEndpoint(t: Target, node: string): Promise<AgentEndpoint> {
-  const name = agentLeaseName(node);
-  let lease: Lease & { metadata: { annotations?: Record<string, string> } };
+/** A GET of the packet-capture API (apiserver/), with its errors said in the plugin's words. */
+export async function apiJson<T>(t: Target, path: string): Promise<T> {
   try {
-    lease = await kubeRequest(t.kc, 'GET', `/apis/coordination.k8s.io/v1/namespaces/${t.systemNamespace}/leases/${name}`);
+    return await kubeRequest<T>(t.kc, 'GET', path);
   } catch (err) {
-    if (isNotFound(err)) {
-      throw new PcapError(
-        `agent not reachable: node ${node} has no agent (no Lease ${t.systemNamespace}/${name}); is the agent DaemonSet running there? ` +
-          `(--system-namespace if the agents run elsewhere)`,
-      );
-    }
-    throw explain(err, `reading the agent Lease of node ${node}`);
-  }
-  const proxy = lease.metadata.annotations?.[FILES_PROXY_ANNOTATION];
-  if (!proxy) throw new PcapError(`agent not reachable: the agent of node ${node} does not publish ${FILES_PROXY_ANNOTATION} on its Lease (an older agent?)`);
-  const { renewTime, leaseDurationSeconds } = lease.spec ?? {};
-  const expires = renewTime && leaseDurationSeconds ? new Date(Date.parse(renewTime) + leaseDurationSeconds * 1000) : undefined;
-  return { node, proxy: proxy.replace(/\/$/, ''), expires };
-}
-
-/** The nodes whose agent keeps a presence Lease in the system namespace. */
-export async function agentNodes(t: Target): Promise<string[]> {
-  try {
-    const list = await kubeRequest<{ items: Lease[] }>(t.kc, 'GET', `/apis/coordination.k8s.io/v1/namespaces/${t.systemNamespace}/leases`, {
-      query: { labelSelector: `${AGENT_LEASE_LABEL}=true` },
-    });
-    return list.items.flatMap((l) => (l.spec?.holderIdentity ? [l.spec.holderIdentity] : [])).sort();
-  } catch (err) {
-    throw explain(err, 'listing the agent Leases');
+    throw apiError(err, `reading ${path}`);
   }
 }
 
-/** A GET through the agent's proxy path, with agent-unreachable errors said as such. */
-export async function agentJson<T>(t: Target, agent: AgentEndpoint, path: string): Promise<T> {
-  try {
-    return await kubeRequest<T>(t.kc, 'GET', `${agent.proxy}${path}`);
-  } catch (err) {
-    throw agentError(err, agent);
+export function apiError(err: unknown, what: string): Error {
+  if (err instanceof KubeError && err.statusCode === 404 && /the server could not find the requested resource/i.test(err.message)) {
+    return new PcapError(`${what}: this cluster does not serve ${API_GROUP}, the packet-capture API; install dist/ (its APIService ${APISERVICE_NAME})`);
   }
-}
-
-export function agentError(err: unknown, agent: AgentEndpoint): Error {
-  if (err instanceof KubeError && [502, 503, 504].includes(err.statusCode)) {
-    const stale = agent.expires && agent.expires.getTime() < Date.now() ? `; its Lease expired at ${agent.expires.toISOString()}` : '';
-    return new PcapError(`agent not reachable: the agent of node ${agent.node} does not answer through the API server (${agent.proxy})${stale}: ${err.message}`);
+  if (err instanceof KubeError && err.statusCode === 503) {
+    return new PcapError(`${what}: the packet-capture API (APIService ${APISERVICE_NAME}) is not available: ${err.message}`);
   }
-  return explain(err, `asking the agent of node ${agent.node}`);
+  return explain(err, what);
 }

@@ -1,6 +1,6 @@
-// `kubectl pcap fetch`: a capture's session files, from the agent of each node that holds
-// some, through the API server's proxy (so no port of the node needs to be reachable).
-// Files land in <dir>/<podUID>/<sessionId>/<file>; an interrupted download is continued
+// `kubectl pcap fetch`: a capture's session files through the packet-capture API
+// (`get packetcaptures/files` in the capture's namespace), which asks the agent of every
+// node. Files land in <dir>/<podUID>/<sessionId>/<file>; an interrupted download is continued
 // from where it stopped (HTTP Range) and every file's size is checked against the agent's.
 
 import { createWriteStream } from 'node:fs';
@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import type { PodListing } from '../../agent/serve.ts';
+import type { CaptureListing } from '../../apiserver/agents.ts';
+import { subresourcePath } from '../../apiserver/api.ts';
 import type { PacketCapture } from '../../crds/packetcapture.ts';
 import { KubeError, kubeStream } from '../../kube/http.ts';
-import { agentEndpoint, agentError, agentJson, agentNodes, getCapture, PcapError, type AgentEndpoint, type Target } from './client.ts';
+import { apiError, apiJson, getCapture, PcapError, type Target } from './client.ts';
 
 /** What the agent serves: one path segment each, nothing that could climb out of <dir>. */
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
@@ -86,54 +87,54 @@ export interface FetchOptions {
   outDir: string;
   podUID?: string;
   onFile?: (file: FetchedFile) => void;
+  /** as bytes arrive: how many of all the files' bytes are here (fetched now or before), of their total */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export async function fetchCapture(t: Target, name: string, opts: FetchOptions): Promise<FetchResult> {
   const capture = await getCapture(t, name);
   const sessions = (capture.status?.sessions ?? []).filter((s) => !opts.podUID || s.podUID === opts.podUID);
   const targets = (capture.status?.targets ?? []).filter((s) => !opts.podUID || s.podUID === opts.podUID);
-  let nodes = [...new Set([...sessions, ...targets].map((s) => s.nodeName).filter(Boolean))].sort();
-  if (sessions.length === 0) {
-    if (!opts.podUID) throw noFilesYet(capture);
-    // its sessions may have left the status history; their files stay on the node
-    nodes = await agentNodes(t);
-  }
+  // with --pod-uid, its sessions may have left the status history; their files stay on the node
+  if (sessions.length === 0 && !opts.podUID) throw noFilesYet(capture);
+  const listing = await apiJson<CaptureListing>(t, subresourcePath(capture.metadata.namespace!, capture.metadata.name, 'files'));
 
-  const failures: string[] = [];
+  const failures = listing.unreachable.map((line) => `agent not reachable: ${line}`);
+  // a node the status names that no agent answered for: its files cannot be read now
+  const answered = new Set([...listing.nodes.map((n) => n.node), ...listing.unreachable.map((l) => /^node (\S+):/.exec(l)?.[1])]);
+  for (const node of new Set([...sessions, ...targets].map((s) => s.nodeName).filter(Boolean))) {
+    if (!answered.has(node)) failures.push(`agent not reachable: node ${node} has no live agent that the packet-capture API can ask; is the agent DaemonSet running there?`);
+  }
   let otherInstances = 0;
-  const remote: { agent: AgentEndpoint; file: RemoteFile }[] = [];
-  for (const node of nodes) {
-    try {
-      const agent = await agentEndpoint(t, node);
-      const listing = await agentJson<{ pods: PodListing[] }>(t, agent, `/files/${capture.metadata.namespace}/${capture.metadata.name}`);
-      for (const pod of listing.pods) {
-        if (opts.podUID && pod.podUID !== opts.podUID) continue;
-        for (const session of pod.sessions) {
-          // files of a deleted capture stay until retention removes them; a new capture of the same name is another capture
-          if (session.captureUID !== capture.metadata.uid) {
-            otherInstances++;
+  const remote: RemoteFile[] = [];
+  for (const { node, pods } of listing.nodes) {
+    for (const pod of pods) {
+      if (opts.podUID && pod.podUID !== opts.podUID) continue;
+      for (const session of pod.sessions) {
+        // files of a deleted capture stay until retention removes them; a new capture of the same name is another capture
+        if (session.captureUID !== capture.metadata.uid) {
+          otherInstances++;
+          continue;
+        }
+        for (const f of session.files) {
+          if (![pod.podUID, session.id, f.name].every((s) => SEGMENT.test(s))) {
+            failures.push(`node ${node}: refusing the unsafe name ${JSON.stringify([pod.podUID, session.id, f.name].join('/'))}`);
             continue;
           }
-          for (const f of session.files) {
-            if (![pod.podUID, session.id, f.name].every((s) => SEGMENT.test(s))) {
-              failures.push(`node ${node}: refusing the unsafe name ${JSON.stringify([pod.podUID, session.id, f.name].join('/'))}`);
-              continue;
-            }
-            remote.push({ agent, file: { node, podUID: pod.podUID, sessionId: session.id, name: f.name, size: f.size } });
-          }
+          remote.push({ node, podUID: pod.podUID, sessionId: session.id, name: f.name, size: f.size });
         }
       }
-    } catch (err) {
-      if (!(err instanceof PcapError)) throw err;
-      failures.push(err.message);
     }
   }
   if (remote.length === 0 && failures.length === 0) throw noFilesYet(capture, opts.podUID, otherInstances);
 
   const files: FetchedFile[] = [];
-  for (const { agent, file } of remote) {
+  const total = remote.reduce((sum, file) => sum + file.size, 0);
+  let done = 0;
+  const arrived = (n: number) => opts.onProgress?.((done += n), total);
+  for (const file of remote) {
     try {
-      const fetched = await downloadFile(t, agent, capture, file, opts.outDir);
+      const fetched = await downloadFile(t, capture, file, opts.outDir, arrived);
       files.push(fetched);
       opts.onFile?.(fetched);
     } catch (err) {
@@ -144,7 +145,13 @@ export async function fetchCapture(t: Target, name: string, opts: FetchOptions):
   return { files, failures, otherInstances };
 }
 
-async function downloadFile(t: Target, agent: AgentEndpoint, c: PacketCapture, file: RemoteFile, outDir: string): Promise<FetchedFile> {
+async function downloadFile(
+  t: Target,
+  c: PacketCapture,
+  file: RemoteFile,
+  outDir: string,
+  arrived: (bytes: number) => void,
+): Promise<FetchedFile> {
   const dir = join(outDir, file.podUID, file.sessionId);
   const path = join(dir, file.name);
   const partial = path + PARTIAL;
@@ -154,11 +161,12 @@ async function downloadFile(t: Target, agent: AgentEndpoint, c: PacketCapture, f
   const plan = planDownload(have, file.size);
   if (plan.action === 'skip') {
     await rm(partial, { force: true });
+    arrived(file.size);
     return { ...file, path, bytes: file.size, action: 'up to date', from: file.size };
   }
   if ((await sizeOf(partial)) === undefined && (await sizeOf(path)) !== undefined) await rename(path, partial);
 
-  const remotePath = `${agent.proxy}/files/${[c.metadata.namespace, c.metadata.name, file.podUID, file.sessionId, file.name].map(encodeURIComponent).join('/')}`;
+  const remotePath = subresourcePath(c.metadata.namespace!, c.metadata.name, 'files', file.podUID, file.sessionId, file.name);
   const get = (from: number) => kubeStream(t.kc, remotePath, { headers: from > 0 ? { range: `bytes=${from}-` } : {} });
   let from = plan.from;
   let res;
@@ -166,18 +174,28 @@ async function downloadFile(t: Target, agent: AgentEndpoint, c: PacketCapture, f
     res = await get(from);
   } catch (err) {
     // ours is longer than what the agent has now: start over
-    if (!(err instanceof KubeError && err.statusCode === 416)) throw agentError(err, agent);
+    if (!(err instanceof KubeError && err.statusCode === 416)) throw apiError(err, `reading ${remotePath}`);
     from = 0;
     res = await get(0).catch((again: unknown) => {
-      throw agentError(again, agent);
+      throw apiError(again, `reading ${remotePath}`);
     });
   }
   // an agent that ignores Range sends the whole file
   if (res.status === 200) from = 0;
   const end = servedEnd(res.status, res.headers, from);
   if (end === undefined) throw new PcapError(`${remotePath}: the agent's answer (${res.status}) does not say how long the file is`);
+  arrived(from);
   try {
-    await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), createWriteStream(partial, { flags: from > 0 ? 'a' : 'w', mode: 0o600 }));
+    await pipeline(
+      Readable.fromWeb(res.body as WebReadableStream<Uint8Array>),
+      async function* (chunks: AsyncIterable<Uint8Array>) {
+        for await (const chunk of chunks) {
+          arrived(chunk.length);
+          yield chunk;
+        }
+      },
+      createWriteStream(partial, { flags: from > 0 ? 'a' : 'w', mode: 0o600 }),
+    );
   } catch (err) {
     throw new PcapError(`${file.podUID}/${file.sessionId}/${file.name}: download cut off at ${(await sizeOf(partial)) ?? 0} of ${end} bytes (${(err as Error).message}); run fetch again to continue`);
   }

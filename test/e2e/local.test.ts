@@ -11,20 +11,20 @@ import { join, resolve } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
-import { FILES_PROXY_ANNOTATION } from '../../agent/lease.ts';
+import { DATA_URL_ANNOTATION } from '../../agent/serve.ts';
 import type { PacketCapture } from '../../crds/packetcapture.ts';
 import { kubeRequest } from '../../kube/http.ts';
 import { checkFile, readPcap } from '../../local/demo.ts';
-import { ourNetnsNames } from '../../local/fabric.ts';
-import { createHost, tcpRequests, type Host } from '../../local/netns-host.ts';
+import { complete, HOST_FABRIC_ADDRESS, HOST_LINK, ourNetnsNames, run as runCommand } from '../../local/fabric.ts';
 import { sandboxNames } from '../../local/node.ts';
 import { hostAddress, LOCAL_LOG_FILE } from '../../local/start.ts';
 import { cluster } from '../support/cluster.ts';
-import { agentE2eAvailable, randomHostAddress, tcpdumpsOf } from './support/agent-harness.ts';
+import { agentE2eAvailable, tcpdumpsOf } from './support/agent-harness.ts';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const KUBECONFIG = join(REPO, '.local', 'kubeconfig');
-const READY = /^packet-capture local cluster ready: kubectl --kubeconfig (\S+) get pcap -A$/m;
+// kubectl on PATH, or on a fresh machine the one built with the control plane
+const READY = /^packet-capture local cluster ready: (?:\S*\/)?kubectl --kubeconfig (\S+) get pcap -A$/m;
 const LONG = { timeout: 240_000, interval: 200 };
 const WAIT = { timeout: 90_000, interval: 200 };
 
@@ -68,6 +68,9 @@ const portOpen = (host: string, port: number): Promise<boolean> =>
     });
   });
 
+/** `ip route get`'s first line: the device and source this machine would send to `ip` from. */
+const routeOf = async (ip: string): Promise<string> => (await runCommand('ip', ['route', 'get', ip])).split('\n')[0]!;
+
 /** Cgroup directories anywhere under the hierarchy whose name carries the pod UID (either form). */
 async function cgroupsOf(uid: string, dir = '/sys/fs/cgroup', depth = 0): Promise<string[]> {
   if (depth > 6) return [];
@@ -89,7 +92,6 @@ describe.runIf(agentE2eAvailable)('npm start on a machine with no cluster config
   let fetchDir = '';
   let env: NodeJS.ProcessEnv = {};
   const children: Child[] = [];
-  let host: Host | undefined;
 
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), 'local-home-'));
@@ -102,7 +104,6 @@ describe.runIf(agentE2eAvailable)('npm start on a machine with no cluster config
   });
 
   afterAll(async () => {
-    await host?.destroy();
     for (const child of children) if (child.process.pid && groupAlive(child.process.pid)) process.kill(-child.process.pid, 'SIGKILL');
     await Promise.all([home, dataDir, fetchDir, join(REPO, LOCAL_LOG_FILE)].map((d) => rm(d, { recursive: true, force: true })));
   });
@@ -169,8 +170,22 @@ describe.runIf(agentE2eAvailable)('npm start on a machine with no cluster config
       );
     await vi.waitFor(async () => expect((await sessionOf())?.state).toBe('Running'), WAIT);
 
-    host = await createHost(`local-${pod.uid.slice(0, 6)}`, randomHostAddress());
-    expect((await tcpRequests(host, pod.ip, 80, 10)).ok).toBe(10);
+    // every address the cluster handed out stays on this machine: pods and Services over the fabric's host link
+    const pods = await kubeRequest<{ items: { status?: { podIPs?: { ip: string }[] } }[] }>(kc, 'GET', '/api/v1/pods');
+    const podIPs = pods.items.flatMap((p) => p.status?.podIPs ?? []).map((a) => a.ip);
+    expect(podIPs).toContain(pod.ip);
+    for (const ip of podIPs) expect(await routeOf(ip)).toMatch(new RegExp(`^${ip.replaceAll('.', '\\.')} dev ${HOST_LINK} src ${HOST_FABRIC_ADDRESS} `));
+    const service = await kubeRequest<{ spec: { clusterIP: string } }>(kc, 'GET', '/api/v1/namespaces/default/services/kubernetes');
+    // a real node's bridge (pcrn0) carries Services before the fabric when one runs
+    expect(await routeOf(service.spec.clusterIP)).toMatch(new RegExp(`dev (${HOST_LINK}|pcrn0) `));
+    expect(await routeOf(service.spec.clusterIP)).not.toContain(' via ');
+
+    // the README's next step: curl from this machine gets the pod's own answer, and the capture holds it
+    for (let i = 0; i < 10; i++) {
+      const { code, stdout, stderr } = await complete('curl', ['-sS', '--max-time', '5', `http://${pod.ip}/`]);
+      expect(code, stderr).toBe(0);
+      expect(JSON.parse(stdout)).toEqual({ namespace: 'demo', name: 'web-0', uid: pod.uid });
+    }
     await vi.waitFor(async () => expect((await sessionOf())?.packets ?? 0).toBeGreaterThan(0), WAIT);
 
     const fetched = start(process.execPath, [join(REPO, 'bin', 'kubectl-pcap.mjs'), '--kubeconfig', '.local/kubeconfig', '-n', 'demo', 'fetch', 'web-http', '-o', fetchDir], env);
@@ -180,7 +195,7 @@ describe.runIf(agentE2eAvailable)('npm start on a machine with no cluster config
     const files = await readdir(join(fetchDir, pod.uid, sessionDirs[0]!));
     expect(files.length).toBeGreaterThan(0);
     const checks = await Promise.all(
-      files.map(async (f) => checkFile(await readPcap(join(fetchDir, pod.uid, sessionDirs[0]!, f)), { uid: pod.uid, name: 'web-0', node: '', ip: pod.ip }, [host!.ip])),
+      files.map(async (f) => checkFile(await readPcap(join(fetchDir, pod.uid, sessionDirs[0]!, f)), { uid: pod.uid, name: 'web-0', node: '', ip: pod.ip }, [HOST_FABRIC_ADDRESS])),
     );
     expect(checks.reduce((n, c) => n + c.packets, 0)).toBeGreaterThan(0);
     expect(checks.map((c) => c.foreign)).toEqual(checks.map(() => 0));
@@ -193,14 +208,13 @@ describe.runIf(agentE2eAvailable)('npm start on a machine with no cluster config
       'GET',
       '/apis/coordination.k8s.io/v1/namespaces/packet-capture-system/leases',
     );
-    const agentPorts = leases.items.map((l) => Number(/:(\d+)\/proxy$/.exec(l.metadata.annotations?.[FILES_PROXY_ANNOTATION] ?? '')?.[1]));
+    const agentPorts = leases.items.map((l) => Number(/:(\d+)$/.exec(l.metadata.annotations?.[DATA_URL_ANNOTATION] ?? '')?.[1]));
     expect(agentPorts).toHaveLength(2);
     expect(await portOpen('127.0.0.1', apiPort)).toBe(true);
     expect(await cgroupsOf(pod.uid)).not.toEqual([]);
     const netns = sandboxNames(pod.uid).netns;
     expect(ourNetnsNames()).toContain(netns);
     expect(await tcpdumpsOf(dataDir)).not.toEqual([]);
-    await host.destroy();
 
     process.kill(-pgid, 'SIGINT');
     // npm ends itself with the signal its script got, as a shell expects of Ctrl-C

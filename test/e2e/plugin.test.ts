@@ -1,6 +1,7 @@
 // kubectl-pcap against the local cluster: the embedded nodes, controller and agents of
 // `npm start` (startLocalCluster) on the shared control plane, the plugin as its own
-// process, capture files fetched through the API server's nodes/proxy and read by tshark.
+// process, capture files fetched through the packet-capture API (aggregated by the API server)
+// and read by tshark.
 
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
@@ -9,7 +10,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
 import { parse, stringify } from 'yaml';
-import { FILES_PROXY_ANNOTATION, agentLeaseName } from '../../agent/lease.ts';
+import { agentLeaseName } from '../../agent/lease.ts';
+import { DATA_URL_ANNOTATION } from '../../agent/serve.ts';
 import { kubeRequest } from '../../kube/http.ts';
 import { checkFile, readPcap } from '../../local/demo.ts';
 import { createHost, tcpRequests, type Host } from '../../local/netns-host.ts';
@@ -91,14 +93,14 @@ describe.runIf(agentE2eAvailable)('kubectl-pcap on the local cluster', () => {
     await rm(outDir, { recursive: true, force: true });
   });
 
-  it('publishes each agent on its Lease as an API-server proxy path to its Node', async () => {
+  it('publishes each agent on its Lease with the URL the packet-capture API reaches it at', async () => {
     for (const node of nodeNames()) {
       const lease = await kubeRequest<{ metadata: { annotations?: Record<string, string> } }>(
         kc(),
         'GET',
         `/apis/coordination.k8s.io/v1/namespaces/${ns.name}/leases/${agentLeaseName(node)}`,
       );
-      expect(lease.metadata.annotations?.[FILES_PROXY_ANNOTATION]).toMatch(new RegExp(`^/api/v1/nodes/${node}:\\d+/proxy$`));
+      expect(lease.metadata.annotations?.[DATA_URL_ANNOTATION]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     }
   });
 
@@ -293,15 +295,16 @@ describe.runIf(agentE2eAvailable)('kubectl-pcap on the local cluster', () => {
     }
   });
 
-  it('says when no agent runs on the node, and when the agent does not answer', async () => {
-    const noLease = await plugin(['--kubeconfig', cluster().info.kubeconfigPath, '-n', ns.name, 'fetch', 'web-http', '-o', outDir]);
-    expect(noLease.code).toBe(1);
-    expect(noLease.stderr).toContain(`agent not reachable: node ${nodeNames()[0]} has no agent (no Lease packet-capture-system/${agentLeaseName(nodeNames()[0]!)})`);
-
-    // stopped, its Lease still names its port until it expires: the API server's proxy finds nobody there
+  it('says when the agent of a node does not answer, and when the node has no agent', async () => {
+    // stopped, its Lease still names its URL until it expires: the packet-capture API finds nobody there
     await local!.agents[1]!.stop('test stops it');
     const run = await pcap('fetch', 'web-http', '-o', outDir, '--pod-uid', second.uid);
     expect(run.code).toBe(1);
-    expect(run.stderr).toContain(`kubectl-pcap: agent not reachable: the agent of node ${nodeNames()[1]} does not answer through the API server (/api/v1/nodes/${nodeNames()[1]}:`);
+    expect(run.stderr).toContain(`kubectl-pcap: agent not reachable: node ${nodeNames()[1]}: `);
+
+    await kubeRequest(kc(), 'DELETE', `/apis/coordination.k8s.io/v1/namespaces/${ns.name}/leases/${agentLeaseName(nodeNames()[1]!)}`);
+    const noLease = await pcap('fetch', 'web-http', '-o', outDir, '--pod-uid', second.uid);
+    expect(noLease.code).toBe(1);
+    expect(noLease.stderr).toContain(`kubectl-pcap: agent not reachable: node ${nodeNames()[1]} has no live agent that the packet-capture API can ask`);
   });
 });

@@ -4,13 +4,16 @@
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, fstatSync, openSync, closeSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPodNetns, netnsInodeOfPid } from '../../agent/netns.ts';
+import { CaptureWriter } from '../../agent/capture-writer.ts';
+import { findPodNetns, holdNetns, netnsInodeOfPid, type HeldNetns } from '../../agent/netns.ts';
+import { sessionMark } from '../../agent/reaper.ts';
+import { writerLimits } from '../../agent/sessions.ts';
 import { CaptureError, compileFilter, startTcpdump, tcpdumpArgv, type TcpdumpProcess } from '../../agent/tcpdump.ts';
 import type { PacketCaptureSpec } from '../../crds/packetcapture.ts';
 import { createLogger } from '../../kube/log.ts';
@@ -112,32 +115,56 @@ async function captureDir(): Promise<string> {
   return dir;
 }
 
-/** pids of live processes whose command line mentions `text` (our capture dirs are unique). */
+/** pids of live processes whose command line or environment mentions `text` (our capture dirs are unique, and a session's mark names its dir). */
 async function processesMentioning(text: string): Promise<number[]> {
   const pids = (await readdir('/proc')).filter((entry) => /^[0-9]+$/.test(entry));
   const found: number[] = [];
   await Promise.all(
     pids.map(async (pid) => {
-      const [cmdline, status] = await Promise.all([
+      const [cmdline, environ, status] = await Promise.all([
         readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => ''),
+        readFile(`/proc/${pid}/environ`, 'utf8').catch(() => ''),
         readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''),
       ]);
       const zombie = / Z /.test(status.slice(status.lastIndexOf(')')));
-      if (!zombie && cmdline.includes(text)) found.push(Number(pid));
+      if (!zombie && (cmdline.includes(text) || environ.includes(text))) found.push(Number(pid));
     }),
   );
   return found;
 }
 
-async function start(spec: Pick<PacketCaptureSpec, 'filter' | 'limits'>, dir: string, expectedInode: number) {
-  const capture = await startTcpdump({
-    netnsPath: `/run/netns/${POD_NS}`,
-    expectedInode,
-    argv: tcpdumpArgv(spec, { dir, podIPs: [POD_IP] }),
-    log,
-  });
+/** A handle on a named netns, claiming `inode` (by default its own): a wrong claim is what verification must catch. */
+function held(netns: string, inode?: number): HeldNetns {
+  const fd = openSync(`/run/netns/${netns}`, 'r');
+  return { fd, pid: 0, inode: inode ?? fstatSync(fd).ino, close: () => closeSync(fd) };
+}
+
+const LABEL = {
+  namespace: 'e2e',
+  name: 'pc',
+  captureUID: 'pc-uid',
+  generation: 1,
+  podName: 'pod-0',
+  podUID: 'pod-uid',
+  node: 'node-e2e',
+  podIPs: [POD_IP],
+  sessionId: 's',
+  filter: '',
+  snapLen: 262144,
+  agentVersion: 'test',
+};
+
+/** tcpdump in the pod's netns (or `netns`), its packets written by the agent's writer into <dir>/s. */
+async function start(spec: Pick<PacketCaptureSpec, 'filter' | 'limits'>, dir: string, netns: HeldNetns = held(POD_NS)) {
+  let capture: TcpdumpProcess | undefined;
+  const writer = new CaptureWriter(join(dir, 's'), LABEL, writerLimits({ target: { podName: 'pod-0' }, ...spec }), { onLimit: () => void capture?.stop() });
+  try {
+    capture = await startTcpdump({ netns, argv: tcpdumpArgv(spec, { podIPs: [POD_IP] }), sink: writer, mark: sessionMark(dir, 's'), log });
+  } finally {
+    netns.close();
+  }
   made.captures.push(capture);
-  return capture;
+  return { capture, writer, file: join(dir, 's', 'capture-1.pcapng') };
 }
 
 /** Sends `count` UDP datagrams, one socket each, from inside `netns`. */
@@ -199,7 +226,7 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
   });
 
   afterAll(async () => {
-    await Promise.allSettled(made.captures.map((capture) => capture.stop(0)));
+    await Promise.allSettled(made.captures.map((capture) => capture.stop({ graceMs: 0 })));
     for (const child of made.processes) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGKILL');
@@ -247,24 +274,38 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
 
   describe('compileFilter', () => {
     it("accepts what buildFilter makes and returns tcpdump's message for a bad bpf", async () => {
-      const netnsPath = `/proc/${podPids[0]}/ns/net`;
-      const argv = tcpdumpArgv({ filter: { protocol: 'TCP', port: 80, peer: '10.0.0.0/8', direction: 'Ingress' } }, { dir: '/d', podIPs: [POD_IP] });
+      const netns = holdNetns(podUID, { pid: podPids[0]!, inode: podInode });
+      try {
+        const argv = tcpdumpArgv({ filter: { protocol: 'TCP', port: 80, peer: '10.0.0.0/8', direction: 'Ingress' } }, { podIPs: [POD_IP] });
+        expect(await compileFilter(argv.at(-1)!, { netns })).toEqual({ ok: true });
+        expect(await compileFilter('', { netns })).toEqual({ ok: true });
+        expect(await compileFilter('udp and (port 80', { netns })).toEqual({ ok: false, message: "can't parse filter expression: syntax error" });
+        expect(await compileFilter('net 10.0.0.1/8', { netns })).toMatchObject({ ok: false, message: expect.stringMatching(/non-network bits/) });
+      } finally {
+        netns.close();
+      }
+    });
+  });
 
-      expect(await compileFilter(argv.at(-1)!, { netnsPath })).toEqual({ ok: true });
-      expect(await compileFilter('', { netnsPath })).toEqual({ ok: true });
-      expect(await compileFilter('udp and (port 80', { netnsPath })).toEqual({ ok: false, message: "can't parse filter expression: syntax error" });
-      expect(await compileFilter('net 10.0.0.1/8', { netnsPath })).toMatchObject({ ok: false, message: expect.stringMatching(/non-network bits/) });
+  describe('holdNetns', () => {
+    it("holds the pod's netns open once its process still proves it", () => {
+      const netns = holdNetns(podUID, { pid: podPids[0]!, inode: podInode });
+      expect(fstatSync(netns.fd).ino).toBe(podInode);
+      netns.close();
     });
 
-    it('throws NetnsNotFound when the namespace is gone', async () => {
-      await expect(compileFilter('tcp', { netnsPath: `/run/netns/${named(`${ID}-gone`)}` })).rejects.toMatchObject({ reason: 'NetnsNotFound' });
+    it('refuses a lookup whose process is no longer the pod\'s (a reused PID) or whose netns is another', () => {
+      // the pid of a process of another pod: its cgroup does not name this pod
+      expect(() => holdNetns(randomUUID(), { pid: podPids[0]!, inode: podInode })).toThrow(expect.objectContaining({ reason: 'NetnsMismatch' }));
+      expect(() => holdNetns(podUID, { pid: podPids[0]!, inode: peerInode })).toThrow(expect.objectContaining({ reason: 'NetnsMismatch' }));
+      expect(() => holdNetns(podUID, { pid: 2 ** 22 + 11, inode: podInode })).toThrow(expect.objectContaining({ reason: 'NetnsNotFound' }));
     });
   });
 
   describe('startTcpdump', () => {
     it("captures exactly the filtered packets of the pod's namespace", async () => {
       const dir = await captureDir();
-      const capture = await start({ filter: { protocol: 'UDP', direction: 'Ingress', dstPort: 5555 } }, dir, podInode);
+      const { capture, writer, file } = await start({ filter: { protocol: 'UDP', direction: 'Ingress', dstPort: 5555 } }, dir);
       expect(capture.pid).toBeGreaterThan(0);
 
       await sendUdp(PEER_NS, POD_IP, 5555, 10); // matches
@@ -273,7 +314,8 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
       const exit = await capture.stop();
 
       expect(exit.stats.captured).toBe(10);
-      const packets = await readPackets(join(dir, 'capture.pcap'));
+      expect(writer.close().packets).toBe(10);
+      const packets = await readPackets(file);
       expect(packets).toHaveLength(10);
       for (const packet of packets) expect(packet).toMatchObject({ ipProto: '17', ipSrc: PEER_IP, ipDst: POD_IP, udpDstPort: '5555' });
       expect(await processesMentioning(dir)).toEqual([]);
@@ -281,14 +323,14 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
 
     it("sees only the pod's namespace: traffic elsewhere never reaches the file", async () => {
       const dir = await captureDir();
-      const capture = await start({}, dir, podInode);
+      const { capture, file } = await start({}, dir);
 
       await sendUdp(PEER_NS, POD_IP, 7777, 5);
       await sendUdp(PEER_NS, '127.0.0.1', 7777, 5); // inside the peer namespace only
       await sendUdp(POD_NS, '127.0.0.1', 8888, 3); // the pod's own loopback is the pod's
       await capture.stop();
 
-      const packets = await readPackets(join(dir, 'capture.pcap'));
+      const packets = await readPackets(file);
       // ICMP errors quote the datagram they answer, so the UDP port of the quote counts too
       const podLoopback = (p: Packet) => p.ipSrc === '127.0.0.1' && p.ipDst === '127.0.0.1' && p.udpDstPort === '8888';
       const udp = packets.filter((p) => p.ipProto === '17');
@@ -301,44 +343,78 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
 
     it('keeps a burst whole, and counts it while running', async () => {
       const dir = await captureDir();
-      const capture = await start({ filter: { protocol: 'UDP', dstPort: 5557 } }, dir, podInode);
+      const { capture, writer, file } = await start({ filter: { protocol: 'UDP', dstPort: 5557 } }, dir);
 
       await sendUdp(PEER_NS, POD_IP, 5557, 300);
       await eventually(async () => expect(await capture.requestStats()).toEqual({ captured: 300, receivedByFilter: 300, droppedByKernel: 0 }));
+      await eventually(async () => expect(writer.counts.packets).toBe(300));
       const exit = await capture.stop();
 
       expect(exit.stats).toEqual({ captured: 300, receivedByFilter: 300, droppedByKernel: 0 });
-      expect(await readPackets(join(dir, 'capture.pcap'))).toHaveLength(300);
+      expect(await readPackets(file)).toHaveLength(300);
     });
 
-    it('stops by itself after exactly maxPackets', async () => {
+    it("keeps exactly maxPackets: the agent's writer counts them and stops tcpdump", async () => {
       const dir = await captureDir();
-      const capture = await start({ filter: { protocol: 'UDP', dstPort: 5556 }, limits: { maxPackets: 5 } }, dir, podInode);
+      const { capture, writer, file } = await start({ filter: { protocol: 'UDP', dstPort: 5556 }, limits: { maxPackets: 5 } }, dir);
 
       await sendUdp(PEER_NS, POD_IP, 5556, 20);
-      const exit = await capture.exited;
+      await capture.exited;
 
-      expect(exit).toMatchObject({ code: 0, stats: { captured: 5 } });
-      expect(await readPackets(join(dir, 'capture.pcap'))).toHaveLength(5);
+      expect(writer.close().packets).toBe(5);
+      expect(await readPackets(file)).toHaveLength(5);
     });
 
-    it('refuses a namespace other than the expected one and leaves no process', async () => {
+    it('a tcpdump that is not in the pod netns keeps nothing, even with traffic flowing, and leaves no process', async () => {
       const dir = await captureDir();
-      const attempt = start({}, dir, peerInode);
+      // the handle is the peer's netns while the session believes it is the pod's: traffic flows in the peer netns throughout
+      const flowing = sendUdp(PEER_NS, '127.0.0.1', 7001, 400);
+      const attempt = start({}, dir, held(PEER_NS, podInode));
 
       await expect(attempt).rejects.toBeInstanceOf(CaptureError);
       await expect(attempt).rejects.toMatchObject({ reason: 'NetnsMismatch', message: expect.stringContaining(`net:[${podInode}]`) });
+      await flowing;
       expect(await processesMentioning(dir)).toEqual([]);
+      // no session directory, no file: nothing of the wrong netns exists anywhere to be fetched or counted
+      expect(await readdir(dir)).toEqual([]);
     });
 
-    it('reports NetnsNotFound when the namespace path is gone', async () => {
+    it('the stop instant cuts exactly: every packet up to it is kept, none after it, checked against a raw tcpdump of the same netns', async () => {
       const dir = await captureDir();
-      const attempt = startTcpdump({
-        netnsPath: `/run/netns/${named(`${ID}-gone`)}`,
-        expectedInode: podInode,
-        argv: tcpdumpArgv({}, { dir }),
-        log,
-      });
+      const { capture, writer, file } = await start({ filter: { protocol: 'UDP', dstPort: 5560 } }, dir);
+      const raw = join(dir, 'raw.pcap');
+      const reference = spawn('ip', ['netns', 'exec', POD_NS, 'tcpdump', '-i', 'any', '-y', 'LINUX_SLL2', '-n', '-U', '-Z', 'root', '--time-stamp-precision=nano', '-w', raw, 'udp dst port 5560'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      made.processes.push(reference);
+      await new Promise<void>((resolve) => reference.stderr!.on('data', (c: Buffer) => /listening on/.test(String(c)) && resolve()));
+      // steady traffic across the stop: 600 datagrams over about 1.5 s
+      const flowing = exec('ip', ['netns', 'exec', PEER_NS, 'bash', '-c', `for i in $(seq 600); do echo steady-$i > /dev/udp/${POD_IP}/5560; sleep 0.0025; done`]);
+      await new Promise((r) => setTimeout(r, 600));
+      const cutNs = BigInt(Date.now()) * 1_000_000n;
+      await capture.stop({ cutNs });
+      const stoppedAt = Date.now();
+      await flowing;
+      reference.kill('SIGTERM');
+      await new Promise((r) => reference.once('exit', r));
+      writer.close();
+
+      const times = async (path: string) =>
+        (await exec('tshark', ['-r', path, '-T', 'fields', '-e', 'frame.time_epoch'])).stdout.split('\n').filter(Boolean).map((t) => BigInt(t.replace('.', '').padEnd(19, '0').slice(0, 19)));
+      const kept = await times(file);
+      const rawBefore = (await times(raw)).filter((t) => t <= cutNs);
+      const after = kept.filter((t) => t > cutNs);
+      console.log(`stop cut: ${kept.length} packets kept, ${rawBefore.length} before the cut in the raw capture, ${after.length} after it kept; stop took ${stoppedAt - Number(cutNs / 1_000_000n)} ms`);
+      expect(after).toEqual([]);
+      expect(kept).toEqual(rawBefore);
+      // enough on both sides of the cut to mean something, however busy the machine
+      expect(kept.length).toBeGreaterThan(10);
+      expect(after.length + (await times(raw)).filter((t) => t > cutNs).length).toBeGreaterThan(0);
+    });
+
+    it('reports NetnsNotFound when the held namespace cannot be entered', async () => {
+      const dir = await captureDir();
+      // a handle on something that is not a network namespace: nsenter refuses it
+      const notNetns = openSync(dir, 'r');
+      const attempt = start({}, dir, { fd: notNetns, pid: 0, inode: podInode, close: () => closeSync(notNetns) });
       await expect(attempt).rejects.toMatchObject({ reason: 'NetnsNotFound' });
       expect(await processesMentioning(dir)).toEqual([]);
     });
@@ -352,9 +428,7 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
       const path = process.env.PATH;
       process.env.PATH = bin;
       try {
-        await expect(
-          startTcpdump({ netnsPath: `/run/netns/${POD_NS}`, expectedInode: podInode, argv: tcpdumpArgv({}, { dir: bin }), log }),
-        ).rejects.toMatchObject({ reason: 'TcpdumpMissing', message: expect.stringMatching(/^tcpdump is not installed/) });
+        await expect(start({}, bin)).rejects.toMatchObject({ reason: 'TcpdumpMissing', message: expect.stringMatching(/^tcpdump is not installed/) });
       } finally {
         process.env.PATH = path;
       }
@@ -366,14 +440,19 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
       await writeFile(
         script,
         [
+          `import { openSync, fstatSync } from 'node:fs';`,
           `import { startTcpdump } from ${JSON.stringify(join(REPO, 'agent/tcpdump.ts'))};`,
+          `import { CaptureWriter } from ${JSON.stringify(join(REPO, 'agent/capture-writer.ts'))};`,
           `import { createLogger } from ${JSON.stringify(join(REPO, 'kube/log.ts'))};`,
-          `const capture = await startTcpdump({ ...JSON.parse(process.env.START!), log: createLogger('parent') });`,
+          `const { netnsPath, argv, mark, label, dir } = JSON.parse(process.env.START!);`,
+          'const fd = openSync(netnsPath, "r");',
+          'const netns = { fd, pid: 0, inode: fstatSync(fd).ino, close() {} };',
+          `const capture = await startTcpdump({ netns, argv, mark, sink: new CaptureWriter(dir, label, {}), log: createLogger('parent') });`,
           'process.stdout.write(`${capture.pid}\\n`);',
           'setInterval(() => {}, 60_000);',
         ].join('\n'),
       );
-      const start = { netnsPath: `/run/netns/${POD_NS}`, expectedInode: podInode, argv: tcpdumpArgv({}, { dir }) };
+      const start = { netnsPath: `/run/netns/${POD_NS}`, argv: tcpdumpArgv({}, {}), mark: sessionMark(dir, 's'), label: LABEL, dir: join(dir, 's') };
       const parent = spawn(process.execPath, ['--import', 'tsx', script], {
         cwd: REPO,
         env: { ...process.env, START: JSON.stringify(start) },
@@ -400,7 +479,7 @@ describe.runIf(canRun)('tcpdump in a pod network namespace', () => {
       const startMs: number[] = [];
       for (let i = 0; i < 20; i++) {
         const dir = await captureDir();
-        const capture = await start({}, dir, podInode);
+        const { capture } = await start({}, dir);
         startMs.push(capture.verifiedAt.getTime() - capture.startedAt.getTime());
         const exit = await capture.stop();
         expect(exit.stats).toMatchObject({ captured: expect.any(Number), droppedByKernel: 0 });

@@ -113,7 +113,7 @@ describe.runIf(realNodeAvailable)('a real node: kubelet + containerd running dis
       expect(cli.code, cli.stderr).toBe(0);
       for (const instance of [first, second]) {
         const dir = join(out, instance.metadata.uid);
-        const listing = await complete('find', [dir, '-name', 'capture.pcap*', '-type', 'f']);
+        const listing = await complete('find', [dir, '-name', 'capture-*.pcapng', '-type', 'f']);
         const paths = listing.stdout.split('\n').filter(Boolean);
         expect(paths.length, `files of ${instance.metadata.uid}`).toBeGreaterThan(0);
         const packets = (await Promise.all(paths.map(readHttpPcap))).flat();
@@ -227,7 +227,7 @@ describe.runIf(realNodeAvailable)('a real node: kubelet + containerd running dis
     try {
       const cli = await complete(process.execPath, ['bin/kubectl-pcap.mjs', '--kubeconfig', cp!.kubeconfigPath, 'fetch', 'web', '-n', ns.name, '-o', out]);
       expect(cli.code, cli.stderr).toBe(0);
-      const listed = (await complete('find', [out, '-name', 'capture.pcap*', '-type', 'f'])).stdout.split('\n').filter(Boolean);
+      const listed = (await complete('find', [out, '-name', 'capture-*.pcapng', '-type', 'f'])).stdout.split('\n').filter(Boolean);
       const onDisk = (await sessionsOnDisk(DEFAULT_DATA_DIR, ns.name, 'web')).filter((s) => s.files.length > 0);
       expect(listed.length).toBeGreaterThanOrEqual(onDisk.length);
     } finally {

@@ -3,6 +3,7 @@
 
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CAPTURE_FILE } from '../../agent/files.ts';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { vi } from 'vitest';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec, type SessionStatus } from '../../crds/packetcapture.ts';
@@ -77,7 +78,7 @@ export async function sessionsOnDisk(dataDir: string, ns: string, name: string):
     if (podUID.startsWith('.')) continue;
     for (const sessionId of await readdir(join(base, podUID))) {
       const dir = join(base, podUID, sessionId);
-      const files = (await readdir(dir)).filter((f) => /^capture\.pcap[0-9]*$/.test(f)).map((f) => join(dir, f));
+      const files = (await readdir(dir)).filter((f) => CAPTURE_FILE.test(f)).map((f) => join(dir, f));
       result.push({ podUID, sessionId, dir, files });
     }
   }

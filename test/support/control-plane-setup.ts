@@ -53,7 +53,7 @@ function serveControl(cp: ControlPlane, socket: string): Promise<Server> {
 async function start(): Promise<Awaited<Shared['started']>> {
   let cp: ControlPlane;
   try {
-    cp = await startControlPlane({ controllers: true });
+    cp = await startControlPlane({ controllers: true, packetCaptureApi: true });
   } catch (err) {
     if (err instanceof BinariesUnavailable && !inCI()) return { unavailable: err.message };
     throw err;

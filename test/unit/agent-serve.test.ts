@@ -39,8 +39,8 @@ describe('/files routes', () => {
     await makeSessionDir(session, { captureUID: 'cap-1', generation: 1, podUID: UID, podName: 'web-0' });
     // a session directory without its session file: listed, but with no capture instance
     await mkdir(join(dataDir, 'shop', 'web', UID, 'g1-6f1c7f0e-abd'), { recursive: true });
-    await writeFile(join(session, 'capture.pcap'), body);
-    await writeFile(join(session, 'capture.pcap1'), body.subarray(0, 10));
+    await writeFile(join(session, 'capture-1.pcapng'), body);
+    await writeFile(join(session, 'capture-2.pcapng'), body.subarray(0, 10));
     await writeFile(join(session, 'notes.txt'), 'not a capture');
     await writeFile(join(dataDir, 'shop', 'web', '.deleted'), 'marker');
     server = await startOpsServer({ port: 0, host: '127.0.0.1', ready: () => true, routes: [filesRoute(dataDir)] });
@@ -60,7 +60,7 @@ describe('/files routes', () => {
         {
           podUID: UID,
           sessions: [
-            { id: 'g1-6f1c7f0e-abc', captureUID: 'cap-1', bytes: 3010, files: [{ name: 'capture.pcap', size: 3000 }, { name: 'capture.pcap1', size: 10 }] },
+            { id: 'g1-6f1c7f0e-abc', captureUID: 'cap-1', bytes: 3010, files: [{ name: 'capture-1.pcapng', size: 3000 }, { name: 'capture-2.pcapng', size: 10 }] },
             { id: 'g1-6f1c7f0e-abd', bytes: 0, files: [] },
           ],
         },
@@ -71,7 +71,7 @@ describe('/files routes', () => {
   });
 
   it('serves a file whole, and from an offset so a download can resume', async () => {
-    const path = `/files/shop/web/${UID}/g1-6f1c7f0e-abc/capture.pcap`;
+    const path = `/files/shop/web/${UID}/g1-6f1c7f0e-abc/capture-1.pcapng`;
     const whole = await fetch(url(path));
     expect(whole.status).toBe(200);
     expect(whole.headers.get('accept-ranges')).toBe('bytes');
@@ -89,8 +89,8 @@ describe('/files routes', () => {
 
   it.each([
     ['a file that is not a capture file', `/files/shop/web/${UID}/g1-6f1c7f0e-abc/notes.txt`, 404],
-    ['a missing file', `/files/shop/web/${UID}/g1-6f1c7f0e-abc/capture.pcap7`, 404],
-    ['a path climbing out of the data dir', `/files/shop/web/${UID}/..%2F..%2F..%2Fetc/capture.pcap`, 400],
+    ['a missing file', `/files/shop/web/${UID}/g1-6f1c7f0e-abc/capture-7.pcapng`, 404],
+    ['a path climbing out of the data dir', `/files/shop/web/${UID}/..%2F..%2F..%2Fetc/capture-1.pcapng`, 400],
     ['too short a path', '/files/shop', 400],
   ])('refuses %s', async (_what, path, status) => {
     expect((await fetch(url(path))).status).toBe(status);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { adoptEntries, inStatusOrder, retainedEntries } from '../../agent/session-status.ts';
-import { REASONS, SESSION_HISTORY, type SessionStatus } from '../../crds/packetcapture.ts';
+import { adoptEntries, capLimited, inStatusOrder, nextRecord, retainedEntries, sessionShare } from '../../agent/session-status.ts';
+import { MAX_LIMITED_PER_NODE, MAX_SESSIONS, REASONS, SESSION_HISTORY, type SessionStatus } from '../../crds/packetcapture.ts';
 import { capture, NODE, session } from './agent-fixtures.ts';
 
 const at = (minute: number) => new Date(Date.UTC(2024, 4, 1, 10, minute)).toISOString();
@@ -34,6 +34,54 @@ describe('retainedEntries', () => {
     const live = [session({ id: 'r', state: 'Running', startTime: at(50) }), session({ id: 'p', state: 'Pending' })];
     const kept = retainedEntries([...live, ...finished.slice().reverse()]);
     expect(kept.map((s) => s.id)).toEqual([...finished.slice(5).map((s) => s.id), 'r', 'p']);
+  });
+
+  it('gives history way to live entries within the share, and lists no more live ones than the share', () => {
+    const finished = Array.from({ length: 10 }, (_, i) => session({ id: `e${i}`, startTime: at(i), endTime: at(i + 1) }));
+    const live = Array.from({ length: 4 }, (_, i) => session({ id: `r${i}`, state: 'Running', startTime: at(20 + i) }));
+    expect(retainedEntries([...finished, ...live], 6).map((s) => s.id)).toEqual(['e8', 'e9', 'r0', 'r1', 'r2', 'r3']);
+    expect(retainedEntries([...finished, ...live], 3).map((s) => s.id)).toEqual(['r0', 'r1', 'r2']);
+  });
+});
+
+describe('sessionShare', () => {
+  const entriesOn = (nodes: number) => capture({ sessions: Array.from({ length: nodes }, (_, i) => session({ id: `s${i}`, nodeName: `node-${i}` })) });
+
+  it(`keeps the sum of the shares within ${MAX_SESSIONS} while as many nodes again join unseen`, () => {
+    for (const nodes of [1, 15, 60, 499]) {
+      const shares = Array.from({ length: nodes }, (_, i) => sessionShare(entriesOn(nodes), `node-${i}`));
+      const joining = Array.from({ length: nodes }, (_, i) => sessionShare(entriesOn(nodes), `node-new-${i}`));
+      expect([nodes, [...shares, ...joining].reduce((a, b) => a + b, 0) <= MAX_SESSIONS]).toEqual([nodes, true]);
+    }
+  });
+
+  it(`leaves the full history of ${SESSION_HISTORY} to each of 25 nodes, less to each of more`, () => {
+    expect(sessionShare(entriesOn(25), 'node-0')).toBe(SESSION_HISTORY);
+    expect(sessionShare(entriesOn(26), 'node-0')).toBeLessThan(SESSION_HISTORY);
+  });
+});
+
+describe('capLimited', () => {
+  const uids = (n: number, prefix = 'u') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+  it('keeps every instance up to the cap', () => {
+    expect(capLimited(uids(MAX_LIMITED_PER_NODE), new Set())).toEqual(uids(MAX_LIMITED_PER_NODE));
+  });
+
+  it('past the cap drops instances no longer targeted first, oldest first, then the oldest of the rest', () => {
+    const limited = uids(6);
+    expect(capLimited(limited, new Set(['u0', 'u1', 'u3']), 4)).toEqual(['u0', 'u1', 'u3', 'u5']);
+    expect(capLimited(limited, new Set(limited), 4)).toEqual(['u2', 'u3', 'u4', 'u5']);
+  });
+
+  it('is applied to the record as sessions are folded in', () => {
+    const ended = (i: number) => session({ id: `s${i}`, podUID: `u${i}`, startTime: at(0), endTime: at(1), endReason: REASONS.PacketLimit });
+    const record = Array.from({ length: MAX_LIMITED_PER_NODE + 3 }, (_, i) => ended(i)).reduce(
+      (r: ReturnType<typeof nextRecord> | undefined, s) => nextRecord(r, s, capture({})),
+      undefined,
+    );
+    expect(record!.limitedPods).toHaveLength(MAX_LIMITED_PER_NODE);
+    expect(record!.limitedPods!.at(-1)).toBe(`u${MAX_LIMITED_PER_NODE + 2}`);
   });
 });
 

@@ -8,7 +8,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import type { Pod } from '../../agent/identity.ts';
 import type { NetnsLookup } from '../../agent/netns.ts';
-import { captureSession, newSessionId, SessionEnds, sessionUpdates, slotEvents, type CaptureProcess, type SessionDeps, type SessionUpdate } from '../../agent/sessions.ts';
+import { captureSession, newSessionId, SessionEnds, sessionUpdates, slotEvents, type CaptureProcess, type SessionDeps, type SessionUpdate, type WriterRequest } from '../../agent/sessions.ts';
 import { CaptureError, type TcpdumpExit } from '../../agent/tcpdump.ts';
 import { REASONS, type PacketCapture } from '../../crds/packetcapture.ts';
 import type { Snapshot } from '../../kube/watch.ts';
@@ -25,6 +25,10 @@ interface FakeNode {
   /** `<ms> start <uid8> <sessionId> net:[<inode>]` and `<ms> exit <uid8> <signal|code>` */
   processes: string[];
   live: Map<number, { podUID: string; exitByItself(exit: Partial<TcpdumpExit>): void }>;
+  /** the writer requests, in order: a test plays the writer's limit or write error through them */
+  writers: WriterRequest[];
+  /** `<ms> stop <uid8> cut=<ms of the cut>|none` */
+  stops: string[];
 }
 
 /**
@@ -39,10 +43,11 @@ function fakeNode(
     sandbox?: (podUID: string, now: number) => number | undefined;
     startMs?: number;
     startError?: CaptureError;
-    diskFree?: () => number;
   } = {},
 ): FakeNode {
   const processes: string[] = [];
+  const stops: string[] = [];
+  const writers: WriterRequest[] = [];
   const live: FakeNode['live'] = new Map();
   const attempts = new Map<string, number>();
   let nextPid = 100;
@@ -66,10 +71,25 @@ function fakeNode(
       if (inode === captured.inode) return of({ state: 'same' as const, pids: [...captured.pids] });
       return of(inode === undefined ? { state: 'gone' as const, message: 'no process left' } : { state: 'changed' as const, message: `now in net:[${inode}]` });
     },
+    holdNetns: (_podUID, lookup) => ({ fd: -1, pid: lookup.pid, inode: lookup.inode, close: () => undefined }),
     compileFilter: (expression) => of(expression.includes('bogus') ? { ok: false as const, message: 'syntax error' } : { ok: true as const }),
-    makeDir: () => of(undefined),
-    dirStats: () => of({ files: 1, bytes: 24 }),
-    diskFree: () => of(opts.diskFree?.() ?? 10 * 1024 ** 3),
+    writer: (request) => {
+      writers.push(request);
+      let closed = false;
+      return {
+        push: () => undefined,
+        verified: () => undefined,
+        cut: () => undefined,
+        pastCut: false,
+        get counts() {
+          return closed ? { packets: 7, files: 1, bytes: 24 } : { packets: 3, files: 1, bytes: 24 };
+        },
+        close: () => {
+          closed = true;
+          return { packets: 7, files: 1, bytes: 24 };
+        },
+      };
+    },
     start: (request) => {
       if (opts.startError) return timer(opts.startMs ?? 0).pipe(map(() => { throw opts.startError; }));
       const pid = nextPid++;
@@ -87,7 +107,8 @@ function fakeNode(
         startedAt: new Date(stamp()),
         verifiedAt: new Date(stamp() + (opts.startMs ?? 0)),
         exited: exit$,
-        stop: () => {
+        stop: ({ cutNs }) => {
+          stops.push(`${stamp()} stop ${uid8} cut=${cutNs === undefined ? 'none' : Number(cutNs / 1_000_000n)}`);
           scheduler.schedule(() => end({ signal: 'SIGTERM' }), STOP_MS);
           return exit$;
         },
@@ -96,7 +117,7 @@ function fakeNode(
       return timer(opts.startMs ?? 0).pipe(
         map(() => {
           live.set(pid, { podUID: request.identity.podUID, exitByItself: end });
-          processes.push(`${stamp()} start ${uid8} ${request.sessionId} net:[${request.inode}]`);
+          processes.push(`${stamp()} start ${uid8} ${request.sessionId} net:[${request.netns.inode}]`);
           return proc;
         }),
       );
@@ -105,7 +126,7 @@ function fakeNode(
     // the netns is checked often, so every test also shows that a pod staying in it changes nothing
     timing: { retryMs: 10, maxRetryMs: 40, startupWindowMs: 0, startupRetryMs: 5, pollMs: 1000, netnsCheckMs: 10, stopGraceMs: 50 },
   };
-  return { deps, processes, live };
+  return { deps, processes, live, writers, stops };
 }
 
 /** `<ms> <uid letter>:<state>[/<reason or endReason>]` */
@@ -162,6 +183,8 @@ describe('sessionUpdates', () => {
         `${10 + STOP_MS} exit aaaaaaaa SIGTERM`,
         `${50 + STOP_MS} exit bbbbbbbb SIGTERM`,
       ]);
+      // another pod instance, another netns: the new one starts at once, and the old one keeps its tail (no cut)
+      expect(node.stops).toEqual(['10 stop aaaaaaaa cut=none', '50 stop bbbbbbbb cut=none']);
       const ids = new Set(updates.map((u) => u.session.id));
       expect(ids.size).toBe(2);
       for (const u of updates) {
@@ -171,12 +194,17 @@ describe('sessionUpdates', () => {
     });
   });
 
-  it('a spec edit restarts the session in a new directory; the old one ends SpecChanged', () => {
+  it('a spec edit restarts the session in a new directory once the old process has exited; the old one ends SpecChanged, cut at the edit', () => {
     run(({ cold, scheduler }) => {
       const node = fakeNode(scheduler);
       const pcs = { c: snapshot(capture()), d: snapshot(capture({ generation: 2, spec: { filter: { port: 80 } } })) };
       const { log, updates } = drive(scheduler, node, cold('c 19ms d', pcs), cold('a', { a: snapshot(pod({ uid: A })) }), 50);
-      expect(log).toEqual(['0 a:Pending', '0 a:Running', '20 a:Pending', '20 a:Running', '25 a:Ended/SpecChanged', '55 a:Ended/AgentShutdown']);
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', '20 a:Pending', `${20 + STOP_MS} a:Ended/SpecChanged`, `${20 + STOP_MS} a:Running`, '55 a:Ended/AgentShutdown']);
+      // nothing after the edit instant is kept by the old session, and the two never capture the netns at once
+      expect(node.stops).toEqual(['20 stop aaaaaaaa cut=20', '50 stop aaaaaaaa cut=none']);
+      expect(node.processes.map((p) => p.split(' ').slice(0, 2).join(' '))).toEqual(['0 start', '25 exit', '25 start', '55 exit']);
+      // its end is the stop instant, though tcpdump drained until 25
+      expect(updates.find((u) => u.session.endReason === 'SpecChanged')!.session.endTime).toBe(new Date(20).toISOString());
       const [first, second] = [...new Set(updates.map((u) => u.session.id))];
       expect(first).toMatch(/^g1-aaaaaaaa-/);
       expect(second).toMatch(/^g2-aaaaaaaa-/);
@@ -204,6 +232,8 @@ describe('sessionUpdates', () => {
       const pods = { p: snapshot(pod({ uid: A }), pod({ uid: B, name: 'web-1' })) };
       const { log } = drive(scheduler, node, cold('c 19ms d 9ms g', pcs), cold('p', pods), 60);
       expect(log.filter((l) => l.includes('Ended'))).toEqual(['25 a:Ended/CaptureDeleted', '25 b:Ended/CaptureDeleted']);
+      // deleted for privacy: nothing after the deletion instant is kept
+      expect(node.stops).toEqual(['20 stop aaaaaaaa cut=20', '20 stop bbbbbbbb cut=20']);
       expect(node.live.size).toBe(0);
     });
   });
@@ -229,10 +259,12 @@ describe('sessionUpdates', () => {
       const ended = session({ id: 'x', podUID: A, endReason: REASONS.PacketLimit });
       const pcs = { c: snapshot(capture({ spec })), s: snapshot(capture({ spec, sessions: [ended] })) };
       const pods = { a: snapshot(pod({ uid: A })), b: snapshot(pod({ uid: B })) };
-      scheduler.schedule(() => node.live.get(100)!.exitByItself({ code: 0, stats: { captured: 7 } }), 20);
+      // the writer counts the packets and says when the limit is reached; the session then stops tcpdump
+      scheduler.schedule(() => node.writers[0]!.onLimit(), 20);
       const { log, updates } = drive(scheduler, node, cold('c 29ms s', pcs), cold('a 39ms a 9ms b', pods), 80);
-      expect(log).toEqual(['0 a:Pending', '0 a:Running', '20 a:Ended/PacketLimit', '50 b:Pending', '50 b:Running', '85 b:Ended/AgentShutdown']);
-      expect(updates[2]!.session).toMatchObject({ packets: 7, files: 1, bytes: 24, endTime: new Date(20).toISOString() });
+      expect(log).toEqual(['0 a:Pending', '0 a:Running', `${20 + STOP_MS} a:Ended/PacketLimit`, '50 b:Pending', '50 b:Running', '85 b:Ended/AgentShutdown']);
+      expect(updates[2]!.session).toMatchObject({ packets: 7, files: 1, bytes: 24, endTime: new Date(20 + STOP_MS).toISOString() });
+      expect(node.stops[0]).toBe('20 stop aaaaaaaa cut=none');
     });
   });
 
@@ -397,6 +429,8 @@ describe('sessionUpdates', () => {
       const { log } = drive(scheduler, node, cold('c 4ms s', pcs), cold('a 9ms g 9ms b', pods), 80);
       // A's own start is the first (deadline 30); B, started at 20, inherits the same deadline
       expect(log).toEqual(['0 a:Pending', '0 a:Running', `${10 + STOP_MS} a:Ended/PodDeleted`, '20 b:Pending', '20 b:Running', `${30 + STOP_MS} b:Ended/Duration`]);
+      // the cut is the deadline itself, not the moment the timer fired
+      expect(node.stops).toEqual(['10 stop aaaaaaaa cut=none', '30 stop bbbbbbbb cut=30']);
     });
   });
 
@@ -425,14 +459,14 @@ describe('sessionUpdates', () => {
     });
   });
 
-  it('a data dir running out of space stops the session DiskFull: tcpdump itself would not notice', () => {
+  it('a write the disk refuses stops the session DiskFull at once; the same instance is not captured again', () => {
     run(({ cold, scheduler }) => {
-      const node = fakeNode(scheduler, { diskFree: () => (scheduler.now() < 20 ? 50 * 1024 ** 2 : 4096) });
+      const node = fakeNode(scheduler);
       node.deps.timing = { ...node.deps.timing, pollMs: 10 };
+      scheduler.schedule(() => node.writers[0]!.onWriteError(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })), 20);
       const { log, updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 100);
-      // polled every 10: 10 reports progress, 20 finds 4 KiB free and stops tcpdump; no new session for the same instance
       expect(log).toEqual(['0 a:Pending', '0 a:Running', '10 a:Running', `${20 + STOP_MS} a:Failed/DiskFull`]);
-      expect(updates.at(-1)!.session.message).toMatch(/^the data dir's filesystem has 4096 bytes free \(\/data\/.*\); tcpdump cannot write/);
+      expect(updates.at(-1)!.session.message).toMatch(/^writing \/data\/.* failed \(ENOSPC\)/);
       expect(node.live.size).toBe(0);
       expect(node.processes.filter((p) => p.includes('start'))).toHaveLength(1);
     });

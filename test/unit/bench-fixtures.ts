@@ -2,7 +2,7 @@ import type { BenchResults } from '../../bench/shape.ts';
 
 /** A complete, well-formed results document; tests break one field at a time. */
 export function validResults(): BenchResults {
-  const step = { ratePps: 2000, sent: 6000, agent: 5990, raw: 6000, agentDrops: 10, rawDrops: 0, ratio: 0.9983 };
+  const step = { ratePps: 2000, sent: 6000, agent: 5990, raw: 6000, agentDrops: 10, rawDrops: 0, ratio: 0.9983, agentCpuPctPer10kpps: 4.2 };
   return {
     machine: { cpuModel: 'Test CPU @ 2.0GHz', cores: 2, memoryGb: 23.4, kernel: '6.8.0-test' },
     quick: true,

@@ -14,7 +14,9 @@ import {
   PROTOCOLS,
   SESSION_STATES,
   type Condition,
+  type InstanceEnd,
   type LabelSelectorRequirement,
+  type NodeRecord,
   type PacketCapture,
   type PacketCaptureSpec,
   type SessionStatus,
@@ -96,6 +98,15 @@ const everything: DeepRequired<PacketCapture> = {
         message: 'ok',
       },
     ],
+    nodes: [
+      {
+        nodeName: 'node-a',
+        generation: 2,
+        firstStartTime: '2025-01-01T00:00:02Z',
+        limitedPods: ['u1'],
+        firstEnd: { podUID: 'u1', podName: 'web-0', endReason: 'PacketLimit' },
+      },
+    ],
   },
 };
 
@@ -167,6 +178,8 @@ describe('CRD schema and TypeScript types', () => {
       'status.sessions[]',
       requiredKeys<SessionStatus>()('id', 'podUID', 'podName', 'nodeName', 'generation', 'state'),
     ],
+    ['status.nodes[]', requiredKeys<NodeRecord>()('nodeName', 'generation')],
+    ['status.nodes[].firstEnd', requiredKeys<InstanceEnd>()('podUID', 'podName', 'endReason')],
   ])('require at %s what the types require', (path, keys) => {
     const node = path ? nodeAt(path) : packetCaptureSchema;
     // apiVersion, kind and metadata are filled in by every client and the API server

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   DELETED_MARKER,
-  dirStats,
   enforceDiskCap,
   listSessionFiles,
   makeSessionDir,
@@ -58,21 +57,26 @@ describe('files on disk', () => {
     return dir;
   }
 
-  describe('listSessionFiles and dirStats', () => {
+  const stats = async (dir: string) => {
+    const files = await listSessionFiles(dir);
+    return { files: files.length, bytes: files.reduce((sum, f) => sum + f.size, 0) };
+  };
+
+  describe('listSessionFiles', () => {
     it('lists the capture files of a ring in rotation order, and only those', async () => {
-      const dir = await session('web', 'pc', 's1', { 'capture.pcap10': 5, 'capture.pcap2': 3, 'capture.pcap0': 1, 'notes.txt': 100 });
+      const dir = await session('web', 'pc', 's1', { 'capture-10.pcapng': 5, 'capture-2.pcapng': 3, 'capture-1.pcapng': 1, 'notes.txt': 100 });
 
       expect(await listSessionFiles(dir)).toEqual([
-        { name: 'capture.pcap0', size: 1 },
-        { name: 'capture.pcap2', size: 3 },
-        { name: 'capture.pcap10', size: 5 },
+        { name: 'capture-1.pcapng', size: 1 },
+        { name: 'capture-2.pcapng', size: 3 },
+        { name: 'capture-10.pcapng', size: 5 },
       ]);
-      expect(await dirStats(dir)).toEqual({ files: 3, bytes: 9 });
+      expect(await stats(dir)).toEqual({ files: 3, bytes: 9 });
     });
 
     it('a session directory that does not exist has no files', async () => {
       expect(await listSessionFiles(join(data, 'missing'))).toEqual([]);
-      expect(await dirStats(join(data, 'missing'))).toEqual({ files: 0, bytes: 0 });
+      expect(await stats(join(data, 'missing'))).toEqual({ files: 0, bytes: 0 });
     });
 
     it('session directories are private to root', async () => {
@@ -92,20 +96,20 @@ describe('files on disk', () => {
 
   describe('pruneDeleted', () => {
     it('marks a capture that disappeared and keeps its files for keepMs from then', async () => {
-      const gone = await session('web', 'gone', 's1', { 'capture.pcap': 10 }, 48 * HOUR);
+      const gone = await session('web', 'gone', 's1', { 'capture-1.pcapng': 10 }, 48 * HOUR);
       const capture = join(data, 'web', 'gone');
 
       expect(await pruneDeleted(data, new Map(), { keepMs: 24 * HOUR, now })).toEqual([]);
       expect(await readFile(join(capture, DELETED_MARKER), 'utf8')).toBe(new Date(now).toISOString());
       expect(await pruneDeleted(data, new Map(), { keepMs: 24 * HOUR, now: now + 23 * HOUR })).toEqual([]);
-      expect(await dirStats(gone)).toEqual({ files: 1, bytes: 10 });
+      expect(await stats(gone)).toEqual({ files: 1, bytes: 10 });
 
       expect(await pruneDeleted(data, new Map(), { keepMs: 24 * HOUR, now: now + 24 * HOUR })).toEqual([capture]);
       await expect(stat(capture)).rejects.toThrow(/ENOENT/);
     });
 
     it('keeps a deleted capture until keepMs after its newest file', async () => {
-      await session('web', 'gone', 's1', { 'capture.pcap': 10 }, 0);
+      await session('web', 'gone', 's1', { 'capture-1.pcapng': 10 }, 0);
       await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now - 10 * HOUR });
 
       expect(await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now + HOUR / 2 })).toEqual([]);
@@ -113,13 +117,13 @@ describe('files on disk', () => {
     });
 
     it('never touches a live capture, and a capture that comes back loses its marker', async () => {
-      const live = await session('web', 'live', 's1', { 'capture.pcap': 10 }, 100 * HOUR);
+      const live = await session('web', 'live', 's1', { 'capture-1.pcapng': 10 }, 100 * HOUR);
       const keys = new Map([['web/live', 'cap-1']]);
       await pruneDeleted(data, new Map(), { now });
 
       expect(await pruneDeleted(data, keys, { keepMs: HOUR, now: now + 10 * HOUR })).toEqual([]);
       await expect(stat(join(data, 'web', 'live', DELETED_MARKER))).rejects.toThrow(/ENOENT/);
-      expect(await dirStats(live)).toEqual({ files: 1, bytes: 10 });
+      expect(await stats(live)).toEqual({ files: 1, bytes: 10 });
       // and its age counts afresh from the next time it disappears
       expect(await pruneDeleted(data, new Map(), { keepMs: HOUR, now: now + 20 * HOUR })).toEqual([]);
     });
@@ -127,10 +131,10 @@ describe('files on disk', () => {
 
   describe('pruneDeleted, a name reused by a new capture', () => {
     it("removes the earlier capture's sessions keepMs after it went, and never the new capture's", async () => {
-      const earlier = await session('web', 'pc', 's1', { 'capture.pcap': 10 }, 48 * HOUR);
+      const earlier = await session('web', 'pc', 's1', { 'capture-1.pcapng': 10 }, 48 * HOUR);
       const later = sessionDir(data, 'web', 'pc', 'another-pod', 's2');
       await makeSessionDir(later, { captureUID: 'cap-2', generation: 1, podUID: 'another-pod', podName: 'web-0' });
-      await writeFile(join(later, 'capture.pcap'), Buffer.alloc(5));
+      await writeFile(join(later, 'capture-1.pcapng'), Buffer.alloc(5));
       const live = new Map([['web/pc', 'cap-2']]);
 
       expect(await pruneDeleted(data, live, { keepMs: 24 * HOUR, now })).toEqual([]);
@@ -141,31 +145,31 @@ describe('files on disk', () => {
       expect(await pruneDeleted(data, live, { keepMs: 24 * HOUR, now: now + 24 * HOUR })).toEqual([earlier]);
       // the earlier instance's pod directory held nothing else
       await expect(stat(join(data, 'web', 'pc', UID))).rejects.toThrow(/ENOENT/);
-      expect(await dirStats(later)).toEqual({ files: 1, bytes: 5 });
+      expect(await stats(later)).toEqual({ files: 1, bytes: 5 });
       expect(await pruneDeleted(data, live, { keepMs: 0, now: now + 100 * HOUR })).toEqual([]);
     });
   });
 
   describe('enforceDiskCap', () => {
     it('removes the oldest ended sessions until the data dir is under the cap', async () => {
-      const oldest = await session('web', 'a', 's1', { 'capture.pcap': 400 }, 3 * HOUR);
-      const middle = await session('web', 'b', 's1', { 'capture.pcap0': 200, 'capture.pcap1': 200 }, 2 * HOUR);
-      const newest = await session('db', 'c', 's2', { 'capture.pcap': 400 }, HOUR);
+      const oldest = await session('web', 'a', 's1', { 'capture-1.pcapng': 400 }, 3 * HOUR);
+      const middle = await session('web', 'b', 's1', { 'capture-1.pcapng': 200, 'capture-2.pcapng': 200 }, 2 * HOUR);
+      const newest = await session('db', 'c', 's2', { 'capture-1.pcapng': 400 }, HOUR);
 
       expect(await enforceDiskCap(data, 900)).toEqual({ removed: [oldest], bytes: 800 });
       expect(await enforceDiskCap(data, 399)).toEqual({ removed: [middle, newest], bytes: 0 });
     });
 
     it("never removes a running session's directory, even when that leaves the data dir over the cap", async () => {
-      const running = await session('web', 'a', 's1', { 'capture.pcap': 400 }, 3 * HOUR);
-      const ended = await session('web', 'a', 's2', { 'capture.pcap': 100 }, HOUR);
+      const running = await session('web', 'a', 's1', { 'capture-1.pcapng': 400 }, 3 * HOUR);
+      const ended = await session('web', 'a', 's2', { 'capture-1.pcapng': 100 }, HOUR);
 
       expect(await enforceDiskCap(data, 100, new Set([`${running}/`]))).toEqual({ removed: [ended], bytes: 400 });
-      expect(await dirStats(running)).toEqual({ files: 1, bytes: 400 });
+      expect(await stats(running)).toEqual({ files: 1, bytes: 400 });
     });
 
     it('removes nothing under the cap', async () => {
-      await session('web', 'a', 's1', { 'capture.pcap': 400 });
+      await session('web', 'a', 's1', { 'capture-1.pcapng': 400 });
       expect(await enforceDiskCap(data, 400)).toEqual({ removed: [], bytes: 400 });
     });
   });

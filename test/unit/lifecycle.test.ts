@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { identities } from '../../agent/identity.ts';
 import { deriveStatus } from '../../controller/conditions.ts';
 import { resolveTargets } from '../../controller/targets.ts';
-import { sessionEnd, type SessionEnd } from '../../crds/lifecycle.ts';
-import { LIFECYCLES, REASONS, type Lifecycle, type PacketCapture, type SessionStatus } from '../../crds/packetcapture.ts';
+import { recordSession, sessionEnd, type SessionEnd } from '../../crds/lifecycle.ts';
+import { LIFECYCLES, REASONS, type Lifecycle, type NodeRecord, type PacketCapture, type SessionStatus } from '../../crds/packetcapture.ts';
 import { capture, NODE, pod, session, snapshot } from './agent-fixtures.ts';
 
 const OLD = '00000000-0000-0000-0000-0000000000aa';
@@ -47,6 +47,12 @@ function decisions(pc: PacketCapture) {
 const ofGeneration = (lifecycle: Lifecycle, edited: boolean, sessions: SessionStatus[], limits?: PacketCapture['spec']['limits']) =>
   capture({ generation: edited ? 2 : 1, spec: { lifecycle, ...(limits ? { limits } : {}) }, sessions });
 
+/** The same capture after its sessions dropped out of the bounded history: only the node record the agent folded them into is left. */
+function historyGone(pc: PacketCapture): PacketCapture {
+  const nodes = (pc.status?.sessions ?? []).reduce<NodeRecord | undefined>(recordSession, undefined);
+  return { ...pc, status: { nodes: nodes ? [nodes] : [] } };
+}
+
 describe('one lifecycle rule for agent and controller', () => {
   it('classifies every end reason', () => {
     for (const [reason, end] of ENDS) expect([reason, sessionEnd(reason)]).toEqual([reason, end]);
@@ -71,6 +77,12 @@ describe('one lifecycle rule for agent and controller', () => {
     // an instance end is of an instance that went; the pod targeted now is its successor
     const ended = session({ id: 's1', podUID: end === 'instance' ? OLD : CURRENT, generation: 1, startTime: at(5), endTime: at(1), endReason: reason });
     const { agentCaptures, completed } = decisions(ofGeneration(lifecycle, edited, [ended]));
+    expect({ agentCaptures, completed }).toEqual({ agentCaptures: !finished, completed: finished });
+  });
+
+  it.each(rows)('the node record alone decides the same: $lifecycle, $reason, spec edited: $edited -> finished: $finished', ({ reason, end, lifecycle, edited, finished }) => {
+    const ended = session({ id: 's1', podUID: end === 'instance' ? OLD : CURRENT, generation: 1, startTime: at(5), endTime: at(1), endReason: reason });
+    const { agentCaptures, completed } = decisions(historyGone(ofGeneration(lifecycle, edited, [ended])));
     expect({ agentCaptures, completed }).toEqual({ agentCaptures: !finished, completed: finished });
   });
 
@@ -102,6 +114,46 @@ describe('one lifecycle rule for agent and controller', () => {
       const [identity] = identities(snapshot(pc), snapshot(pod({ uid: CURRENT })), NODE, NOW).values();
       expect(Date.parse(identity!.firstStartTime!) + 10 * 60_000).toBe(nextDecisionAt);
       expect(nextDecisionAt).toBe(NOW + 8 * 60_000);
+      expect(decisions(historyGone(pc)).nextDecisionAt).toBe(NOW + 8 * 60_000);
     });
+
+    it.each(LIFECYCLES)('%s: the clock keeps its start when the first session drops out of the history', (lifecycle) => {
+      const first = session({ id: 's1', podUID: OLD, startTime: at(11), endTime: at(9), endReason: REASONS.PodReplaced });
+      const later = session({ id: 's2', podUID: CURRENT, state: 'Running', startTime: at(9) });
+      const record = [first, later].reduce<NodeRecord | undefined>(recordSession, undefined)!;
+      const pc = ofGeneration(lifecycle, false, [later], limits);
+      const trimmed = { ...pc, status: { ...pc.status, nodes: [record] } };
+      // under Once the replaced pod ended it anyway; under Follow only the recorded start does
+      expect(decisions(trimmed)).toMatchObject({ agentCaptures: false, completed: true });
+    });
+  });
+});
+
+describe('recordSession', () => {
+  const limited = session({ id: 's1', podUID: CURRENT, startTime: at(5), endTime: at(4), endReason: REASONS.PacketLimit });
+
+  it('keeps the earliest start, each limited instance once, and the first instance end', () => {
+    const replaced = session({ id: 's0', podUID: OLD, startTime: at(9), endTime: at(6), endReason: REASONS.PodReplaced });
+    const record = [replaced, limited, { ...limited, id: 's2', startTime: at(3) }].reduce<NodeRecord | undefined>(recordSession, undefined);
+    expect(record).toEqual({
+      nodeName: NODE,
+      generation: 1,
+      firstStartTime: at(9),
+      limitedPods: [CURRENT],
+      firstEnd: { podUID: OLD, podName: 'web-0', endReason: REASONS.PodReplaced },
+    });
+  });
+
+  it('records nothing of an interruption but its start', () => {
+    const restarted = session({ id: 's1', podUID: CURRENT, startTime: at(5), endTime: at(4), endReason: REASONS.AgentRestart });
+    expect(recordSession(undefined, restarted)).toEqual({ nodeName: NODE, generation: 1, firstStartTime: at(5) });
+  });
+
+  it('starts over for a newer generation and ignores an older one', () => {
+    const old = recordSession(undefined, limited);
+    const newer = session({ id: 's3', podUID: CURRENT, generation: 2, state: 'Running', startTime: at(1) });
+    const record = recordSession(old, newer);
+    expect(record).toEqual({ nodeName: NODE, generation: 2, firstStartTime: at(1) });
+    expect(recordSession(record, limited)).toBe(record);
   });
 });

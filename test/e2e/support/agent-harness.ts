@@ -12,6 +12,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
 import { afterAll, beforeAll, expect, vi } from 'vitest';
 import { runAgent, type AgentHandle, type AgentOptions } from '../../../agent/main.ts';
+import { SESSION_MARK } from '../../../agent/tcpdump.ts';
 import { CRD_NAME, packetCaptureCrd } from '../../../crds/crd.ts';
 import { isNotFound, kubeRequest, MERGE_PATCH } from '../../../kube/http.ts';
 import { createHost, type Host } from '../../../local/netns-host.ts';
@@ -211,9 +212,11 @@ export interface TcpdumpOnNode {
   /** inode of its network namespace */
   netns: number;
   argv: string[];
+  /** the session it captures for, from its SESSION_MARK */
+  session: string;
 }
 
-/** The running tcpdumps writing under `dataDir` (other test runs' tcpdumps are not ours). */
+/** The running tcpdumps of the agent whose data dir is `dataDir` (other test runs' tcpdumps are not ours). */
 export async function tcpdumpsOf(dataDir: string): Promise<TcpdumpOnNode[]> {
   const found: TcpdumpOnNode[] = [];
   for (const entry of await readdir('/proc')) {
@@ -221,11 +224,14 @@ export async function tcpdumpsOf(dataDir: string): Promise<TcpdumpOnNode[]> {
     try {
       if ((await readFile(`/proc/${entry}/comm`, 'utf8')).trim() !== 'tcpdump') continue;
       const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-      if (!argv.some((arg) => arg.startsWith(`${dataDir}/`))) continue;
+      // the mark names the agent's data dir: this one, or one under it (a local cluster's agent per node)
+      const marks = (await readFile(`/proc/${entry}/environ`, 'utf8')).split('\0').filter((v) => v.startsWith(`${SESSION_MARK}=`));
+      const mark = marks.map((v) => v.slice(SESSION_MARK.length + 1)).find((v) => v.startsWith(`${dataDir}|`) || v.startsWith(`${dataDir}/`));
+      if (!mark) continue;
       const link = await readlink(`/proc/${entry}/ns/net`);
       const stats = await readFile(`/proc/${entry}/stat`, 'utf8');
       if (/\) Z /.test(stats)) continue;
-      found.push({ pid: Number(entry), netns: Number(/\[(\d+)\]/.exec(link)![1]), argv });
+      found.push({ pid: Number(entry), netns: Number(/\[(\d+)\]/.exec(link)![1]), argv, session: mark.slice(mark.indexOf('|') + 1) });
     } catch {
       // exited while we looked
     }
