@@ -13,17 +13,6 @@ export const LEASE_RENEW_MS = 10_000;
 
 export const agentLeaseName = (node: string): string => `agent-${node}`;
 
-/** On the agent's Lease: the API-server path that proxies to its ops server (kubectl-pcap fetches files there). */
-export const FILES_PROXY_ANNOTATION = 'packetcapture.dev/files-proxy';
-
-/**
- * Through its pod when the agent runs in one (POD_NAME from the downward API), else
- * through its Node, whose InternalIP must then be an address the agent listens on.
- */
-export function filesProxyPath(node: string, port: number, pod?: { name: string; namespace: string }): string {
-  return pod ? `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}:${port}/proxy` : `/api/v1/nodes/${node}:${port}/proxy`;
-}
-
 /** metav1.MicroTime: RFC 3339 with exactly six fractional digits. */
 export const microTime = (date: Date): string => date.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 
