@@ -19,6 +19,8 @@ export const microTime = (date: Date): string => date.toISOString().replace(/\.(
 export interface AgentLease {
   /** settles after the first renewal attempt */
   first: Promise<void>;
+  /** renews now (with the annotations as they are now); false if that failed */
+  renewNow(): Promise<boolean>;
   stop(): void;
 }
 
@@ -28,7 +30,8 @@ export function startAgentLease(opts: {
   namespace: string;
   log: Logger;
   renewMs?: number;
-  annotations?: Record<string, string>;
+  /** read at every renewal */
+  annotations?: () => Record<string, string>;
 }): AgentLease {
   const name = agentLeaseName(opts.node);
   const acquireTime = microTime(new Date());
@@ -49,7 +52,7 @@ export function startAgentLease(opts: {
         body: {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
-          metadata: { name, namespace: opts.namespace, labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: opts.annotations },
+          metadata: { name, namespace: opts.namespace, labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: opts.annotations?.() },
           spec: {
             holderIdentity: opts.node,
             leaseDurationSeconds: LEASE_DURATION_SECONDS,
@@ -60,9 +63,11 @@ export function startAgentLease(opts: {
       });
       if (failing) opts.log.info({ lease: name, namespace: opts.namespace }, 'agent lease renewed again');
       failing = false;
+      return true;
     } catch (err) {
       if (!failing) opts.log.warn({ lease: name, namespace: opts.namespace, err: String(err) }, 'cannot renew the agent lease; the controller will see no agent on this node');
       failing = true;
+      return false;
     }
   };
   const loop = async () => {
@@ -72,6 +77,7 @@ export function startAgentLease(opts: {
   const first = loop();
   return {
     first,
+    renewNow: renew,
     stop: () => {
       stopped = true;
       clearTimeout(timer);

@@ -5,22 +5,24 @@
 import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { firstValueFrom, ReplaySubject, share, type Observable, type Subscription } from 'rxjs';
+import { firstValueFrom, ReplaySubject, share, tap, type Observable, type Subscription } from 'rxjs';
 import { DEFAULT_DATA_DIR, GROUP, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
 import { startOpsServer, type OpsServer } from '../kube/health.ts';
 import type { Logger } from '../kube/log.ts';
 import { watchSnapshots, type Snapshot } from '../kube/watch.ts';
+import { readDataCaBundle } from '../apiserver/data-ca.ts';
 import { CaptureWriter } from './capture-writer.ts';
+import { startDataServer, type DataServer } from './data-server.ts';
 import { enforceDiskCap, pruneDeleted } from './files.ts';
 import type { Pod } from './identity.ts';
 import { LiveFeeds } from './live-feeds.ts';
-import { startAgentLease } from './lease.ts';
+import { startAgentLease, type AgentLease } from './lease.ts';
 import { AgentMetrics } from './metrics.ts';
 import { findPodNetns, holdNetns, recheckPodNetns } from './netns.ts';
 import { processIdentityNow, reapStale, RunningFile, sessionMark } from './reaper.ts';
-import { DATA_URL_ANNOTATION, filesRoute } from './serve.ts';
+import { DATA_CERT_ANNOTATION, DATA_URL_ANNOTATION, filesRoute } from './serve.ts';
 import { SessionStatusWriter } from './session-status.ts';
-import { SessionEnds, sessionUpdates, type SessionDeps, type SessionTiming } from './sessions.ts';
+import { sessionUpdates, type SessionDeps, type SessionTiming } from './sessions.ts';
 import { streamRoute } from './stream.ts';
 import { compileFilter, startTcpdump } from './tcpdump.ts';
 
@@ -30,8 +32,14 @@ export interface AgentOptions {
   dataDir?: string;
   /** namespace of the agent presence Lease */
   namespace: string;
-  /** /healthz, /readyz, /metrics and /files; 0 picks a free port */
+  /** /healthz, /readyz and /metrics; 0 picks a free port */
   metricsPort: number;
+  /** capture files and streams, mutual TLS, for the packet-capture API only (default 0: a free port) */
+  dataPort?: number;
+  /** where the data CA's ConfigMap is (apiserver/data-ca.ts); default: `namespace` */
+  trustNamespace?: string;
+  /** how often the data CA is re-read and the data port's certificate checked (default 60 s) */
+  trustRefreshMs?: number;
   procRoot?: string;
   log: Logger;
   /** files of a deleted capture are kept this long (default 24 h) */
@@ -45,18 +53,20 @@ export interface AgentOptions {
   /** a watch silent this long, not even a bookmark, is re-listed (default 90 s: kube/watch.ts) */
   watchSilentMs?: number;
   timing?: Partial<SessionTiming>;
-  /** status progress writes per capture at most this often (default 2 s) */
+  /** status progress writes per capture at most this often (default 30 s: PROGRESS_THROTTLE_MS) */
   statusThrottleMs?: number;
   leaseRenewMs?: number;
-  /** the address the packet-capture API reaches this agent's files at (default: POD_IP, else loopback) */
+  /** the address the packet-capture API reaches this agent's data port at (default: POD_IP, else loopback) */
   advertiseAddress?: string;
 }
 
 export interface AgentHandle {
   /** resolves when both watches have delivered their first complete list */
   ready: Promise<void>;
-  /** the port /healthz, /metrics and /files listen on */
+  /** the port /healthz, /readyz and /metrics listen on */
   port: number;
+  /** the data port (files and streams, mutual TLS) */
+  dataPort: number;
   metrics: AgentMetrics;
   /** ends every session (AgentShutdown), waits for every tcpdump to exit, writes the final status */
   stop(reason?: string): Promise<void>;
@@ -64,8 +74,6 @@ export interface AgentHandle {
 
 /** The version the agent's files name as their writer. */
 const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-
-const urlHost = (address: string): string => (address.includes(':') ? `[${address}]` : address);
 
 export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const node = opts.nodeName;
@@ -87,7 +95,8 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const metrics = new AgentMetrics({ statusWrites: () => status.writes });
   metrics.reaped.inc(reaped.length);
   const running = new RunningFile(dataDir, log);
-  const ends = new SessionEnds();
+  // after stop$, the session pipeline ends once every tcpdump has exited and its last entry is out
+  const sessionsEnded = new ReplaySubject<void>(1);
   const feeds = new LiveFeeds();
   const liveDirs = new Map<string, string>();
   let latestCaptures: Snapshot<PacketCapture> | undefined;
@@ -96,7 +105,6 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const deps: SessionDeps = {
     dataDir,
     log,
-    ends,
     timing: opts.timing,
     findNetns: (podUID) => findPodNetns(podUID, { procRoot }),
     checkNetns: (podUID, captured) => recheckPodNetns(podUID, captured, { procRoot }),
@@ -151,7 +159,7 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
     sessionUpdates(captures$, pods$, node, stop$, deps, {
       delayMs: 1000,
       onError: (err) => log.error({ err: String(err) }, 'session pipeline failed; its sessions were stopped, starting again'),
-    }).subscribe((update) => {
+    }).pipe(tap({ finalize: () => sessionsEnded.next() })).subscribe((update) => {
       metrics.observe(update);
       const { session } = update;
       if (session.state === 'Running' || session.state === 'Pending') liveDirs.set(session.id, session.path ?? '');
@@ -177,29 +185,43 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   };
 
   const ready = Promise.all([firstValueFrom(captures$), firstValueFrom(pods$)]).then(() => undefined);
-  let server: OpsServer;
+  let server: OpsServer | undefined;
+  let data: DataServer;
+  // bound below: the data port publishes a renewed certificate through the Lease, which names the port
+  let lease: AgentLease | undefined;
   try {
-    server = await startOpsServer({
-      port: opts.metricsPort,
-      registry: metrics.registry,
-      ready: () => latestCaptures !== undefined && podsSynced,
+    server = await startOpsServer({ port: opts.metricsPort, registry: metrics.registry, ready: () => latestCaptures !== undefined && podsSynced });
+    const trustNamespace = opts.trustNamespace ?? opts.namespace;
+    data = await startDataServer({
+      port: opts.dataPort ?? 0,
+      advertiseAddress: opts.advertiseAddress ?? process.env.POD_IP ?? '127.0.0.1',
+      node,
       routes: [filesRoute(dataDir), streamRoute(feeds, node)],
+      trust: () => readDataCaBundle(kc, trustNamespace),
+      publish: async () => {
+        if (!(await lease?.renewNow())) throw new Error('cannot publish the renewed certificate on the agent lease');
+      },
+      refreshMs: opts.trustRefreshMs,
+      log,
     });
   } catch (err) {
     subscriptions.forEach((s) => s.unsubscribe());
     clearInterval(housekeeping);
+    await server?.close();
     throw err;
   }
-  // after the ops server, whose port the Lease tells the packet-capture API
-  const lease = startAgentLease({
+  const ops = server;
+  // after the servers, whose address and certificate the Lease tells the packet-capture API
+  lease = startAgentLease({
     kubeConfig: kc,
     node,
     namespace: opts.namespace,
     log,
     renewMs: opts.leaseRenewMs,
-    annotations: { [DATA_URL_ANNOTATION]: `http://${urlHost(opts.advertiseAddress ?? process.env.POD_IP ?? '127.0.0.1')}:${server.port}` },
+    annotations: () => ({ [DATA_URL_ANNOTATION]: data.url, [DATA_CERT_ANNOTATION]: data.pinned() }),
   });
-  log.info({ dataDir, port: server.port, reaped: reaped.length }, 'agent started');
+  const presence = lease;
+  log.info({ dataDir, port: ops.port, dataPort: data.port, reaped: reaped.length }, 'agent started');
 
   let stopping: Promise<void> | undefined;
   const stop = (reason = 'stop requested') =>
@@ -207,14 +229,14 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
       log.info({ reason, sessions: liveDirs.size }, 'agent stopping, ending every session');
       clearInterval(housekeeping);
       stop$.next();
-      await ends.drained();
+      await firstValueFrom(sessionsEnded);
       await status.flush();
       status.stop();
-      lease.stop();
+      presence.stop();
       subscriptions.forEach((s) => s.unsubscribe());
-      await server.close();
+      await Promise.all([ops.close(), data.close()]);
       log.info({ reason }, 'agent stopped');
     })());
 
-  return { ready, port: server.port, metrics, stop };
+  return { ready, port: ops.port, dataPort: data.port, metrics, stop };
 }

@@ -1,5 +1,5 @@
-// Capture files over HTTP, for the packet-capture API (apiserver/), which reaches the agent
-// at the URL its presence Lease publishes (DATA_URL_ANNOTATION):
+// Capture files, for the packet-capture API (apiserver/), which reaches the agent's data
+// port (data-server.ts) at the URL its presence Lease publishes (DATA_URL_ANNOTATION):
 //   GET /files/<ns>/<name>                              JSON: every pod instance and session
 //   GET /files/<ns>/<name>/<podUID>                     JSON: that instance's sessions
 //   GET /files/<ns>/<name>/<podUID>/<session>           JSON: that session's files
@@ -10,14 +10,16 @@ import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import type { Route } from '../kube/health.ts';
+import type { Route } from './data-server.ts';
 import { CAPTURE_FILE, listSessionFiles, readSessionMeta, type SessionFile } from './files.ts';
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
 const PCAP_TYPE = 'application/x-pcapng';
 
-/** On the agent's presence Lease: the base URL of its file server, for the packet-capture API. */
+/** On the agent's presence Lease: the base URL of its data port, for the packet-capture API. */
 export const DATA_URL_ANNOTATION = 'packetcapture.dev/data-url';
+/** On the agent's presence Lease: the certificates of its data port (PEM), which the API pins. */
+export const DATA_CERT_ANNOTATION = 'packetcapture.dev/data-cert';
 
 export interface SessionListing {
   id: string;

@@ -131,6 +131,14 @@ interface CaptureEntries {
   timer?: NodeJS.Timeout;
 }
 
+/**
+ * Progress (packets, bytes, files) of a running session reaches status at most twice a
+ * minute: every status write goes to every watcher of PacketCaptures (the controller, GitOps
+ * tools) and is a row in the API server's etcd. Starts and ends are written at once; live
+ * counters are the agent's metrics and the live stream, not status.
+ */
+export const PROGRESS_THROTTLE_MS = 30_000;
+
 export interface SessionStatusOptions {
   kubeConfig: KubeConfig;
   node: string;
@@ -156,7 +164,7 @@ export class SessionStatusWriter {
 
   constructor(private readonly opts: SessionStatusOptions) {
     this.writer = new StatusWriter(opts.kubeConfig, agentFieldManager(opts.node));
-    this.throttleMs = opts.throttleMs ?? 2000;
+    this.throttleMs = opts.throttleMs ?? PROGRESS_THROTTLE_MS;
     this.retryMs = opts.retryMs ?? 2000;
   }
 

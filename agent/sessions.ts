@@ -1,51 +1,58 @@
 // Identity stream -> one tcpdump session per slot. The whole promise of the project lives
-// in the shape of this pipeline: per slot, `distinctUntilChanged(sameIdentity)` then
-// `switchMap(captureSession)`, and a session's process lives exactly as long as its
-// subscription. A new pod UID, a new generation or a deleted capture can only end the old
-// tcpdump by unsubscribing it, and unsubscribing always stops it.
+// in the shape of this pipeline: per slot, `distinctUntilChanged(sameIdentity)` then a
+// hand-over (session-handover.ts) where a new pod UID, a new generation or a deleted
+// capture tells the old session its end, and the old session's stop and last entry stay
+// in the stream, so it completes only when every tcpdump has exited. A session's process
+// lives no longer than its subscription: unsubscribing always stops it.
 
 import {
   asyncScheduler,
+  catchError,
   combineLatest,
+  concat,
+  concatMap,
+  connect,
+  connectable,
   defer,
   distinctUntilChanged,
   EMPTY,
   endWith,
-  exhaustMap,
+  expand,
   filter,
   finalize,
-  firstValueFrom,
-  from,
   groupBy,
   ignoreElements,
   map,
-  merge,
   mergeMap,
   Observable,
   of,
-  catchError,
-  repeat,
+  ReplaySubject,
   retry,
   scan,
-  shareReplay,
-  Subject,
-  Subscription,
   switchMap,
+  take,
   takeUntil,
-  tap,
+  throwError,
   timer,
   type ObservableInput,
   type SchedulerLike,
 } from 'rxjs';
-import { DEFAULTS, EXACT_STOP_ENDS, NETNS_ENDS, REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
-import { parseDuration, parseQuantity } from '../crds/units.ts';
+import { NETNS_ENDS, REASONS, type PacketCapture, type Reason, type SessionStatus } from '../crds/packetcapture.ts';
 import type { Logger } from '../kube/log.ts';
 import type { Snapshot } from '../kube/watch.ts';
 import type { InstanceLabel, WriterCounts, WriterLimits } from './capture-writer.ts';
 import { sessionDir } from './files.ts';
 import { endReason, identities, sameIdentity, whyGone, type Identity, type Pod, type SlotKey } from './identity.ts';
 import type { HeldNetns, NetnsLookup, NetnsRecheck } from './netns.ts';
-import { buildFilter, CaptureError, tcpdumpArgv, type PacketSink, type StopOptions, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
+import { captureUntilEnd, stopAbandoned } from './session-capture.ts';
+import { firstEntry, sessionEntries, type SessionEnd, type SessionFact } from './session-entry.ts';
+import { handOver } from './session-handover.ts';
+import { holdPodNetns, untilFound } from './session-resolve.ts';
+import { endedBefore, SessionEnded, slotEnd, stopOnce } from './session-stop.ts';
+import { checkFilter, sessionPlan, startVerified } from './session-verify.ts';
+import { CaptureError, type PacketSink, type StopOptions, type TcpdumpExit, type TcpdumpStats } from './tcpdump.ts';
+
+export { writerLimits } from './session-verify.ts';
 
 export interface CaptureRef {
   uid: string;
@@ -106,8 +113,6 @@ export interface SessionDeps {
   compileFilter(expression: string, netns: HeldNetns): ObservableInput<{ ok: true } | { ok: false; message: string }>;
   writer(request: WriterRequest): SessionWriter;
   start(request: StartRequest): ObservableInput<CaptureProcess>;
-  /** where sessions report their last entry after they were unsubscribed */
-  ends: SessionEnds;
   timing?: Partial<SessionTiming>;
   agentVersion?: string;
 }
@@ -141,41 +146,6 @@ export const SESSION_TIMING: SessionTiming = {
   stopGraceMs: 2000,
 };
 
-/**
- * The final entries of sessions that were unsubscribed: a teardown cannot emit through
- * its closed subscriber, and stopping tcpdump takes time, so the entry arrives here once
- * the process has exited. `drained` resolves when no stop is in flight: the agent waits
- * for it before it exits, so it never leaves a tcpdump behind.
- */
-export class SessionEnds {
-  private readonly ended = new Subject<SessionUpdate>();
-  private readonly settled = new Subject<void>();
-  private pending = 0;
-  readonly updates$ = this.ended.asObservable();
-
-  track(final$: Observable<SessionUpdate>): void {
-    this.pending++;
-    final$.subscribe({
-      next: (update) => this.ended.next(update),
-      complete: () => this.settle(),
-      error: () => this.settle(),
-    });
-  }
-
-  get inFlight(): number {
-    return this.pending;
-  }
-
-  async drained(): Promise<void> {
-    while (this.pending > 0) await firstValueFrom(this.settled);
-  }
-
-  private settle(): void {
-    this.pending--;
-    this.settled.next();
-  }
-}
-
 /** A slot's new identity, or its disappearance with the reason (see identity.ts whyGone). */
 export interface SlotEvent {
   slot: SlotKey;
@@ -200,16 +170,49 @@ export interface Restart {
   onError?(err: unknown): void;
 }
 
+/** The slots to capture now, and why a slot that is no longer among them went. */
+interface SlotView {
+  identities: ReadonlyMap<SlotKey, Identity>;
+  why(gone: Identity): Reason;
+}
+
+const everySlotGone = (reason: Reason): SlotView => ({ identities: new Map(), why: () => reason });
+
+/**
+ * The slot views of the capture and pod snapshots until `stop$`, then none (AgentShutdown).
+ * With `restart`, a failure ends every slot (Error) and the views start again after
+ * `restart.delayMs`, unless `stop$` has emitted by then.
+ */
+function slotViews(snapshots$: Observable<[Snapshot<PacketCapture>, Snapshot<Pod>]>, node: string, stop$: Observable<unknown>, scheduler: SchedulerLike, restart?: Restart): Observable<SlotView> {
+  const views$ = snapshots$.pipe(
+    takeUntil(stop$),
+    map(([captures, pods]): SlotView => ({ identities: identities(captures, pods, node, scheduler.now()), why: (gone) => whyGone(gone, captures, pods) })),
+  );
+  const restarting$ = restart
+    ? views$.pipe(
+        // the sessions a failure ends stop and report their last entry while the views wait to start again
+        catchError((err: unknown) => concat(of(everySlotGone(REASONS.Error)), throwError(() => err))),
+        retry({
+          delay: (err: unknown) => {
+            restart.onError?.(err);
+            return timer(restart.delayMs, scheduler).pipe(takeUntil(stop$));
+          },
+        }),
+      )
+    : views$;
+  return restarting$.pipe(endWith(everySlotGone(REASONS.AgentShutdown)));
+}
+
 /**
  * Session entries of this node, from the capture and pod snapshots: per slot, the latest
  * identity picks the session, and every change of identity ends the old one. When `stop$`
- * emits, every slot goes away with AgentShutdown; await `deps.ends.drained()` after that.
+ * emits, every slot goes away with AgentShutdown, and the stream completes once every
+ * session's tcpdump has exited and its last entry is out.
  *
- * With `restart`, the pipeline starts again `restart.delayMs` after it fails. Only the part
- * that makes sessions is retried: the sessions the failure tore down report their last
- * entry through deps.ends once their tcpdump has exited, which is during the wait, so the
- * ends stay subscribed across it. `stop$` should then replay its stop (a ReplaySubject): a
- * pipeline that starts again after it must start nothing.
+ * With `restart`, the part that makes sessions starts again `restart.delayMs` after it
+ * fails; the sessions the failure ended (Error) stop and report their last entry during
+ * the wait. `stop$` should then replay its stop (a ReplaySubject): a pipeline that starts
+ * again after it must start nothing.
  */
 export function sessionUpdates(
   captures$: Observable<Snapshot<PacketCapture>>,
@@ -219,79 +222,53 @@ export function sessionUpdates(
   deps: SessionDeps,
   restart?: Restart,
 ): Observable<SessionUpdate> {
-  const SHUTDOWN = undefined;
-  const events$ = combineLatest([captures$, pods$]).pipe(
-    takeUntil(stop$),
-    endWith(SHUTDOWN),
+  return slotViews(combineLatest([captures$, pods$]), node, stop$, deps.scheduler ?? asyncScheduler, restart).pipe(
     scan(
-      (acc: { current: Map<SlotKey, Identity>; events: SlotEvent[] }, snapshots) => {
-        const next = snapshots ? identities(snapshots[0], snapshots[1], node, (deps.scheduler ?? asyncScheduler).now()) : new Map<SlotKey, Identity>();
-        const why = (gone: Identity) => (snapshots ? whyGone(gone, snapshots[0], snapshots[1]) : REASONS.AgentShutdown);
-        return { current: next, events: slotEvents(acc.current, next, why) };
-      },
+      (acc: { current: ReadonlyMap<SlotKey, Identity>; events: SlotEvent[] }, view) => ({ current: view.identities, events: slotEvents(acc.current, view.identities, view.why) }),
       { current: new Map<SlotKey, Identity>(), events: [] },
     ),
     mergeMap(({ events }) => events),
-  );
-  const live$ = events$.pipe(
     // a slot's group ends with its disappearance, so slots of deleted captures and pods are forgotten
     groupBy((event) => event.slot, { duration: (group) => group.pipe(filter((event) => !event.identity)) }),
     mergeMap((group) => slotSessions(group, deps)),
   );
-  const restarting$ = restart
-    ? live$.pipe(
-        retry({
-          delay: (err: unknown) => {
-            restart.onError?.(err);
-            return timer(restart.delayMs, deps.scheduler ?? asyncScheduler);
-          },
-        }),
-      )
-    : live$;
-  return merge(restarting$, deps.ends.updates$);
 }
 
+const sameSlotIdentity = (a: SlotEvent, b: SlotEvent): boolean => (a.identity && b.identity ? sameIdentity(a.identity, b.identity) : a.identity === b.identity);
+
 /**
- * One slot: a session per distinct identity; the previous one ends with the reason of the
- * switch. A session that ends because its pod's netns changed or went is followed by a new
- * one for the same identity, built from the slot's latest view of it (the pod's IPs and the
+ * One slot: a session per distinct identity, ended with the reason of the change that
+ * follows it, while its successor starts; a successor in the same pod instance starts
+ * tcpdump only once the old one has exited, so one slot never has two in one netns. A
+ * session that ends because its pod's netns changed or went is followed by a new one for
+ * the same identity, built from the slot's latest view of it (the pod's IPs and the
  * capture's first start may have arrived since).
  */
 function slotSessions(events$: Observable<SlotEvent>, deps: SessionDeps): Observable<SessionUpdate> {
-  return defer(() => {
-    let current: Identity | undefined;
-    let latest: Identity | undefined;
-    // read by the old session's teardown, which switchMap runs right after this is set
-    let ending: Reason = REASONS.Error;
-    // the previous session's stop, until its tcpdump has exited: a successor in the same
-    // pod instance waits for it, so one slot never has two processes in one netns at once
-    let previous: { podUID: string; stopped$: Observable<unknown> } | undefined;
-    const following = (): Observable<SessionUpdate> => {
-      let endedWith: string | undefined;
-      return defer(() => {
-        // switchMap has run the old session's teardown by now; a session torn down by a
-        // failure, without a switch, must not report the previous switch's reason
-        ending = REASONS.Error;
-        const identity = latest!;
-        return captureSession(identity, deps, () => ending, {
-          after$: previous?.podUID === identity.podUID ? previous.stopped$ : undefined,
-          stopping: (stopped$) => (previous = { podUID: identity.podUID, stopped$ }),
-        });
-      }).pipe(
-        tap((update) => (endedWith = update.session.endReason)),
-        repeat({ delay: () => (NETNS_ENDS.has(endedWith ?? '') ? of(true) : EMPTY) }),
-      );
-    };
-    return events$.pipe(
-      tap((event) => (latest = event.identity)),
-      distinctUntilChanged((a, b) => (a.identity && b.identity ? sameIdentity(a.identity, b.identity) : a.identity === b.identity)),
-      tap((event) => {
-        if (current) ending = endReason(current, event.identity, event.why);
-        current = event.identity;
-      }),
-      switchMap((event) => (event.identity ? following() : EMPTY)),
-    );
-  });
+  return events$.pipe(
+    connect(
+      (slot$) => {
+        // the slot's latest view of the identity, while it is still this one
+        const latest = (identity: Identity): Observable<Identity> =>
+          slot$.pipe(
+            take(1),
+            concatMap((event) => (event.identity && sameIdentity(event.identity, identity) ? of(event.identity) : EMPTY)),
+          );
+        return slot$.pipe(
+          distinctUntilChanged(sameSlotIdentity),
+          handOver((event, turn) => {
+            const identity = event.identity;
+            if (!identity) return EMPTY;
+            const end$ = turn.next$.pipe(map((next) => endReason(identity, next.identity, next.why)));
+            const after$ = turn.previous?.value.identity?.podUID === identity.podUID ? turn.previous.done$ : EMPTY;
+            const session = (current: Identity) => captureSession(current, deps, end$, after$);
+            return session(identity).pipe(expand((update) => (NETNS_ENDS.has(update.session.endReason ?? '') ? latest(identity).pipe(concatMap(session)) : EMPTY)));
+          }),
+        );
+      },
+      { connector: () => new ReplaySubject<SlotEvent>(1) },
+    ),
+  );
 }
 
 let lastIdTime = 0;
@@ -302,59 +279,37 @@ export function newSessionId(identity: Identity, nowMs: number): string {
   return `g${identity.generation}-${identity.podUID.slice(0, 8)}-${lastIdTime.toString(36)}`;
 }
 
-const iso = (ms: number): string => new Date(ms).toISOString();
-
-/** The entry without its unset fields, so equal entries serialize equally. */
-function clean(entry: SessionStatus): SessionStatus {
-  return Object.fromEntries(Object.entries(entry).filter(([, v]) => v !== undefined)) as unknown as SessionStatus;
-}
-
-/** The last line worth showing of what tcpdump said on stderr. */
-function stderrMessage(tail: string): string {
-  const lines = tail
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line !== '' && !/packets? (captured|received by filter|dropped by)/.test(line) && !/^tcpdump: listening on /.test(line));
-  return lines.slice(-3).join('; ').slice(-500);
-}
-
-const nowNs = (scheduler: SchedulerLike): bigint => BigInt(scheduler.now()) * 1_000_000n;
-
-/** The writer's limits from the spec; throws RangeError for a quantity the schema should have refused. */
-export function writerLimits(spec: Identity['spec']): WriterLimits {
-  const limits = spec.limits ?? {};
-  return {
-    ...(limits.fileSize !== undefined ? { fileSizeBytes: parseQuantity(limits.fileSize) } : {}),
-    ...(limits.fileSize !== undefined && limits.fileCount !== undefined ? { fileCount: limits.fileCount } : {}),
-    ...(limits.maxPackets !== undefined ? { maxPackets: limits.maxPackets } : {}),
-  };
+/** The last entry of a session that ended before its tcpdump ran, or failed. */
+function endedEarly(err: unknown, atMs: number, log: Logger): SessionFact {
+  if (err instanceof SessionEnded) {
+    log.info({ endReason: err.end.reason }, 'session ended');
+    return { kind: 'ended', end: err.end, atMs };
+  }
+  const end: SessionEnd =
+    err instanceof CaptureError
+      ? { reason: err.reason, message: err.message, failed: true }
+      : // parseQuantity and parseDuration: a spec value the schema should have refused
+        err instanceof RangeError
+        ? { reason: REASONS.InvalidSpec, message: err.message, failed: true }
+        : { reason: REASONS.Error, message: err instanceof Error ? err.message : String(err), failed: true };
+  log.warn({ reason: end.reason, message: end.message }, 'session failed');
+  return { kind: 'ended', end, atMs };
 }
 
 /**
- * One tcpdump for one identity: find the pod's netns (Pending with the reason while it
- * cannot be found) and hold it open, check the filter, start tcpdump in the held netns
- * with the agent writing its packets, report progress, end by itself at maxPackets or the
- * duration, on a write error, or when the pod no longer lives in the netns it captures
- * (NetnsChanged, NetnsGone). Unsubscribing stops the process (SIGTERM, SIGKILL after the
- * grace) and reports the entry Ended with `ending()`, the reason the slot's switch
- * recorded, through deps.ends. Ends in EXACT_STOP_ENDS keep no packet after the stop instant.
+ * One tcpdump for one identity, as stages: resolve (find the pod's netns and hold it;
+ * Pending with the reason while it cannot be found), verify (the filter compiles there, a
+ * predecessor in the same netns has exited, tcpdump is started in the held netns and
+ * proven to run in it before the writer keeps a byte), capture (progress, until the slot's
+ * end `end$`, a limit, the duration, a write error, the pod leaving the netns, or tcpdump
+ * exiting), stop (the end's cut, then the exit). Emits the session's entry at every change
+ * and completes after the last one. Unsubscribed before that, its tcpdump is stopped all
+ * the same, without a last entry.
  */
-export function captureSession(
-  identity: Identity,
-  deps: SessionDeps,
-  ending: () => Reason,
-  handoff: {
-    /** tcpdump starts only after this completes (the predecessor's process in the same netns has exited) */
-    after$?: Observable<unknown>;
-    /** told of the stop a teardown begins; it completes when the process has exited */
-    stopping?(stopped$: Observable<unknown>): void;
-  } = {},
-): Observable<SessionUpdate> {
-  return new Observable<SessionUpdate>((subscriber) => {
+export function captureSession(identity: Identity, deps: SessionDeps, end$: Observable<Reason>, after$: Observable<unknown> = EMPTY): Observable<SessionUpdate> {
+  return defer(() => {
     const scheduler = deps.scheduler ?? asyncScheduler;
     const timing = { ...SESSION_TIMING, ...deps.timing };
-    const createdAt = scheduler.now();
-    const capture: CaptureRef = { uid: identity.pcUID, namespace: identity.namespace, name: identity.name };
     const id = newSessionId(identity, scheduler.now());
     const dir = sessionDir(deps.dataDir, identity.namespace, identity.name, identity.podUID, id);
     const log = deps.log.child({
@@ -364,277 +319,31 @@ export function captureSession(
       ...('node' in deps.log.bindings() ? {} : { node: identity.node }),
       session: id,
     });
-    const work = new Subscription();
-    let entry: SessionStatus = clean({
-      id,
-      podUID: identity.podUID,
-      podName: identity.podName,
-      nodeName: identity.node,
-      generation: identity.generation,
-      state: 'Pending',
-    });
-    let tcpdump: CaptureProcess | undefined;
-    let writer: SessionWriter | undefined;
-    let launching: Observable<CaptureProcess> | undefined;
-    // set when the session ends by itself (limit, duration, disk, netns, exit), which beats the switch's reason
-    let selfEnd: { reason: Reason; message?: string; cutNs?: bigint; failed?: boolean } | undefined;
-    let final = false;
+    const capture: CaptureRef = { uid: identity.pcUID, namespace: identity.namespace, name: identity.name };
+    // the stop instant is the moment the slot ends the session, however late a stage looks
+    const slotEnd$ = connectable(end$.pipe(take(1), map((reason) => slotEnd(reason, scheduler.now()))), { connector: () => new ReplaySubject<SessionEnd>(1), resetOnDisconnect: false });
+    const ending = slotEnd$.connect();
+    const abandoned = (proc: CaptureProcess) => stopAbandoned(stopOnce(proc, timing.stopGraceMs), proc, log);
 
-    const publish = (patch: Partial<SessionStatus>) => {
-      const next = clean({ ...entry, ...patch });
-      if (JSON.stringify(next) === JSON.stringify(entry)) return;
-      entry = next;
-      subscriber.next({ capture, session: entry });
-    };
-    const finish = (patch: Partial<SessionStatus>) => {
-      final = true;
-      publish(patch);
-      subscriber.complete();
-    };
-    const step = <T>(input: ObservableInput<T>, next: (value: T) => void, fail: (err: unknown) => void) =>
-      work.add(from(input).subscribe({ next, error: fail }));
-
-    const fail = (reason: Reason, message: string) => {
-      log.warn({ reason, message }, 'session failed');
-      finish({ state: 'Failed', reason, message, endTime: iso(scheduler.now()) });
-    };
-    const failWith = (err: unknown, attempt: number) => {
-      if (err instanceof CaptureError && (err.reason === REASONS.NetnsNotFound || err.reason === REASONS.NetnsMismatch)) {
-        retryLater(attempt, err.reason, err.message);
-      } else if (err instanceof CaptureError) fail(err.reason, err.message);
-      // parseQuantity and parseDuration: a spec value the schema should have refused
-      else if (err instanceof RangeError) fail(REASONS.InvalidSpec, err.message);
-      else fail(REASONS.Error, err instanceof Error ? err.message : String(err));
-    };
-    let backoffs = 0;
-    const retryLater = (attempt: number, reason: Reason, message: string) => {
-      const starting = scheduler.now() - createdAt < timing.startupWindowMs;
-      // a pod being started has no sandbox for a moment: only a wait past that is worth a warning
-      if (entry.reason !== reason) log[starting ? 'debug' : 'warn']({ reason, message }, 'not capturing yet');
-      publish({ state: 'Pending', reason, message });
-      const delay = starting ? timing.startupRetryMs : Math.min(timing.retryMs * 2 ** backoffs++, timing.maxRetryMs);
-      work.add(timer(delay, scheduler).subscribe(() => resolve(attempt + 1)));
-    };
-
-    const resolve = (attempt: number) =>
-      step(
-        deps.findNetns(identity.podUID),
-        (lookup) => {
-          if (!lookup.found) {
-            // a pod instance does not leave the node's namespace: retrying would not change the answer
-            if (lookup.reason === REASONS.HostNetwork) fail(lookup.reason, lookup.message);
-            else retryLater(attempt, lookup.reason, lookup.message);
-            return;
-          }
-          let netns: HeldNetns;
-          try {
-            netns = deps.holdNetns(identity.podUID, lookup);
-          } catch (err) {
-            return failWith(err, attempt);
-          }
-          prepare(netns, lookup.pids, attempt);
-        },
-        (err) => failWith(err, attempt),
+    const facts$ = defer(() => {
+      const plan = sessionPlan(identity);
+      const request = { identity, sessionId: id, dir, plan, log, agentVersion: deps.agentVersion ?? 'dev' };
+      const attempt$ = holdPodNetns(identity.podUID, deps).pipe(
+        switchMap((held) => concat(checkFilter(plan.filter, held.netns, deps.compileFilter), after$.pipe(ignoreElements()), of(held))),
+        endedBefore(slotEnd$),
+        switchMap((held) => startVerified(request, held, deps, abandoned)),
+        take(1),
       );
+      const wait$ = (ms: number) => timer(ms, scheduler).pipe(endedBefore(slotEnd$));
+      return untilFound(attempt$, { timing, scheduler, log, wait$ }).pipe(
+        mergeMap((step) => (step.kind === 'started' ? captureUntilEnd(step, slotEnd$, { identity, dir, durationMs: plan.durationMs, timing, scheduler, log, checkNetns: deps.checkNetns }) : of(step))),
+      );
+    }).pipe(catchError((err: unknown) => of(endedEarly(err, scheduler.now(), log))));
 
-    const prepare = (netns: HeldNetns, pids: readonly number[], attempt: number) => {
-      let argv: string[];
-      let expression: string;
-      let durationMs: number | undefined;
-      let limits: WriterLimits;
-      try {
-        argv = tcpdumpArgv(identity.spec, { podIPs: identity.podIPs });
-        expression = buildFilter(identity.spec.filter, identity.podIPs);
-        durationMs = identity.spec.limits?.duration ? parseDuration(identity.spec.limits.duration) : undefined;
-        limits = writerLimits(identity.spec);
-      } catch (err) {
-        netns.close();
-        return failWith(err, attempt);
-      }
-      step(
-        deps.compileFilter(expression, netns),
-        (compiled) => {
-          if (!compiled.ok) {
-            netns.close();
-            return fail(REASONS.InvalidFilter, `tcpdump rejects the filter "${expression}": ${compiled.message}`);
-          }
-          const go = () => launch(netns, pids, argv, argv.at(-1)!, limits, durationMs, attempt);
-          if (!handoff.after$) return go();
-          // the netns stays held meanwhile; a teardown during the wait closes it
-          work.add(() => (launching || tcpdump ? undefined : netns.close()));
-          step(handoff.after$.pipe(ignoreElements(), endWith(true)), go, go);
-        },
-        (err) => {
-          netns.close();
-          failWith(err, attempt);
-        },
-      );
-    };
-
-    const launch = (netns: HeldNetns, pids: readonly number[], argv: string[], expression: string, limits: WriterLimits, durationMs: number | undefined, attempt: number) => {
-      const sink = deps.writer({
-        dir,
-        limits,
-        label: {
-          namespace: identity.namespace,
-          name: identity.name,
-          captureUID: identity.pcUID,
-          generation: identity.generation,
-          podName: identity.podName,
-          podUID: identity.podUID,
-          node: identity.node,
-          podIPs: identity.podIPs,
-          sessionId: id,
-          filter: expression,
-          snapLen: identity.spec.limits?.snapLen ?? DEFAULTS.snapLen,
-          agentVersion: deps.agentVersion ?? 'dev',
-        },
-        onLimit: () => endBySelf({ reason: REASONS.PacketLimit }),
-        onWriteError: (err) =>
-          endBySelf({
-            reason: err.code === 'ENOSPC' || err.code === 'EDQUOT' ? REASONS.DiskFull : REASONS.Error,
-            message: `writing ${dir} failed (${err.code ?? err.message}); the packets after it were not kept, so the session was stopped`,
-            failed: true,
-          }),
-      });
-      writer = sink;
-      // kept apart from `work`: a start in flight at teardown must still be stopped once it resolves
-      const started$ = from(deps.start({ identity, sessionId: id, dir, netns, writer: sink, argv, log })).pipe(
-        finalize(() => netns.close()),
-        shareReplay({ bufferSize: 1, refCount: false }),
-      );
-      launching = started$;
-      step(
-        started$,
-        (proc) => {
-          launching = undefined;
-          running(proc, netns.inode, pids, durationMs);
-        },
-        (err) => {
-          launching = undefined;
-          writer = undefined;
-          failWith(err, attempt);
-        },
-      );
-    };
-
-    /** Stops tcpdump for a reason of the session's own; its exit then ends the session with it. */
-    const endBySelf = (end: NonNullable<typeof selfEnd>) => {
-      if (selfEnd) return;
-      selfEnd = end;
-      // before `running` (a limit reached by the packets held until verification) the start stops it
-      if (tcpdump) work.add(from(tcpdump.stop({ graceMs: timing.stopGraceMs, cutNs: end.cutNs })).subscribe());
-    };
-
-    const running = (proc: CaptureProcess, inode: number, pids: readonly number[], durationMs: number | undefined) => {
-      tcpdump = proc;
-      log.info({ pid: proc.pid, dir, verifyMs: proc.verifiedAt.getTime() - proc.startedAt.getTime() }, 'session started');
-      publish({ state: 'Running', reason: undefined, message: undefined, startTime: proc.verifiedAt.toISOString(), path: dir });
-      if (selfEnd) work.add(from(proc.stop({ graceMs: timing.stopGraceMs, cutNs: selfEnd.cutNs })).subscribe());
-      if (durationMs !== undefined) {
-        // the whole capture's duration counts from the first session of this generation, on whichever node (crds/lifecycle.ts)
-        const until = (identity.firstStartTime ? Date.parse(identity.firstStartTime) : proc.verifiedAt.getTime()) + durationMs;
-        work.add(timer(Math.max(0, until - scheduler.now()), scheduler).subscribe(() => endBySelf({ reason: REASONS.Duration, cutNs: BigInt(until) * 1_000_000n })));
-      }
-      const stats$ = defer(() => (proc.requestStats ? from(proc.requestStats()) : of(undefined))).pipe(
-        catchError((err: unknown) => {
-          log.debug({ err: String(err) }, 'cannot read tcpdump counters');
-          return of(undefined);
-        }),
-      );
-      work.add(
-        timer(timing.pollMs, timing.pollMs, scheduler)
-          .pipe(exhaustMap(() => stats$))
-          .subscribe((stats) => publish({ ...writer!.counts, droppedByKernel: stats?.droppedByKernel ?? entry.droppedByKernel })),
-      );
-      // tcpdump holds its netns open, so a recreated sandbox would leave it capturing a dead one
-      let known = pids;
-      work.add(
-        timer(timing.netnsCheckMs, timing.netnsCheckMs, scheduler)
-          .pipe(
-            exhaustMap(() =>
-              from(deps.checkNetns(identity.podUID, { inode, pids: known })).pipe(
-                catchError((err: unknown) => {
-                  log.debug({ err: String(err) }, 'cannot check the netns');
-                  return EMPTY;
-                }),
-              ),
-            ),
-          )
-          .subscribe((check) => {
-            if (check.state === 'same') return void (known = check.pids);
-            const reason = check.state === 'changed' ? REASONS.NetnsChanged : REASONS.NetnsGone;
-            log.info({ reason, message: check.message }, 'the pod no longer lives in the captured netns');
-            endBySelf({ reason, message: check.message });
-          }),
-      );
-      step(
-        proc.exited,
-        (exit) => {
-          const end = (selfEnd ??= { reason: REASONS.TcpdumpExited, failed: true });
-          // an end by error is a failure the capture's conditions show; a limit reached is an end
-          const message =
-            end.reason === REASONS.TcpdumpExited
-              ? `tcpdump exited (${exit.signal ?? `code ${exit.code}`}): ${stderrMessage(exit.stderrTail) || 'no message'}`
-              : end.message;
-          const ended = finalEntry(end.reason, exit, message, end.failed ?? false, end.cutNs);
-          if (end.failed) log.warn({ reason: end.reason, packets: ended.packets, message }, 'session failed');
-          else log.info({ endReason: end.reason, packets: ended.packets }, 'session ended');
-          finish(ended);
-        },
-        (err) => fail(REASONS.Error, String(err)),
-      );
-    };
-
-    /**
-     * The last entry, with the writer's final counts: Ended, or Failed when `failed`, with
-     * `message`. A session cut at a stop instant ends then: its files hold nothing later.
-     */
-    const finalEntry = (reason: Reason, exit: TcpdumpExit | undefined, message?: string, failed = false, cutNs?: bigint): SessionStatus => {
-      const counts = writer?.close();
-      return clean({
-        ...entry,
-        ...(failed ? { state: 'Failed' as const, reason, endReason: undefined } : { state: 'Ended' as const, reason: undefined, endReason: reason }),
-        endTime: iso(cutNs !== undefined ? Number(cutNs / 1_000_000n) : scheduler.now()),
-        ...(counts && tcpdump ? counts : {}),
-        droppedByKernel: exit?.stats.droppedByKernel ?? entry.droppedByKernel,
-        message: message ?? (entry.state === 'Pending' ? entry.message : undefined),
-      });
-    };
-
-    subscriber.next({ capture, session: entry });
-    resolve(0);
-
-    return () => {
-      work.unsubscribe();
-      if (final) return;
-      const end = selfEnd ?? { reason: ending() };
-      // the stop instant is now, unless the session's own end named an earlier one
-      const cutNs = end.cutNs ?? (EXACT_STOP_ENDS.has(end.reason) ? nowNs(scheduler) : undefined);
-      const stopped$ = (proc: CaptureProcess) =>
-        from(proc.stop({ graceMs: timing.stopGraceMs, cutNs })).pipe(
-          map((exit) => finalEntry(end.reason, exit, end.message, end.failed ?? false, cutNs)),
-          tap((ended) => log.info({ endReason: end.reason, packets: ended.packets, pid: proc.pid }, 'session ended')),
-        );
-      const final$: Observable<SessionStatus> = tcpdump
-        ? stopped$(tcpdump)
-        : launching
-          ? launching.pipe(
-              tap((proc) => (tcpdump = proc)),
-              switchMap(stopped$),
-              catchError(() => of(finalEntry(end.reason, undefined))),
-            )
-          : of(finalEntry(end.reason, undefined));
-      const settled$ = final$.pipe(
-        map((session) => ({ capture, session })),
-        catchError((err: unknown) => {
-          log.error({ err: String(err) }, 'could not stop session');
-          return EMPTY;
-        }),
-        shareReplay({ bufferSize: 1, refCount: false }),
-      );
-      handoff.stopping?.(settled$);
-      deps.ends.track(settled$);
-    };
+    return facts$.pipe(
+      sessionEntries(firstEntry(identity, id)),
+      map((session) => ({ capture, session })),
+      finalize(() => ending.unsubscribe()),
+    );
   });
 }

@@ -5,7 +5,7 @@
 // never slowed.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Route } from '../kube/health.ts';
+import type { Route } from './data-server.ts';
 import { enhancedPacket, interfaceDescription, sectionHeader } from '../pcapng/blocks.ts';
 import { interfaceName, type InstanceLabel } from './capture-writer.ts';
 import type { LiveFeeds } from './live-feeds.ts';

@@ -1,17 +1,26 @@
-// The node agents this API reads from: each publishes the URL of its file server on its
-// presence Lease (agent/lease.ts, DATA_URL_ANNOTATION) in the system namespace. A listing
-// asks every live agent and merges their answers; a file is served by the agent that has it.
+// The node agents this API reads from: each publishes the URL and the certificate of its
+// data port on its presence Lease (agent/lease.ts, DATA_URL_ANNOTATION, DATA_CERT_ANNOTATION)
+// in the system namespace. Every request is mutual TLS: the API pins the agent's published
+// certificate and presents its own data client certificate (data-ca.ts). A listing asks
+// every live agent and merges their answers; a file is served by the agent that has it.
 
-import { request, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { request } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { AGENT_LEASE_LABEL, liveAgentNodes, type Lease } from '../controller/agents.ts';
-import { DATA_URL_ANNOTATION, type PodListing } from '../agent/serve.ts';
+import { DATA_CERT_ANNOTATION, DATA_URL_ANNOTATION, type PodListing } from '../agent/serve.ts';
+import { pemCertificates, type KeyPair } from '../kube/certificates.ts';
 import { kubeRequest } from '../kube/http.ts';
 
 export interface Agent {
   node: string;
   url: string;
+  /** the data port's certificates (PEM), the only ones trusted for this agent */
+  cert: string;
 }
+
+/** The API component's client certificate, current at each call (it rotates). */
+export type ClientCredentials = () => KeyPair;
 
 export interface NodeListing {
   node: string;
@@ -24,7 +33,7 @@ export interface CaptureListing {
   unreachable: string[];
 }
 
-/** Live agents that publish a data URL, from their Leases (pure). */
+/** Live agents that publish a data URL and certificate, from their Leases (pure). */
 export function agentsFrom(leases: Iterable<Lease & { metadata: { annotations?: Record<string, string> } }>, now: number): Agent[] {
   const all = [...leases];
   const live = liveAgentNodes(all, now);
@@ -32,7 +41,8 @@ export function agentsFrom(leases: Iterable<Lease & { metadata: { annotations?: 
     .flatMap((l) => {
       const node = l.spec?.holderIdentity;
       const url = l.metadata.annotations?.[DATA_URL_ANNOTATION];
-      return node && url && live.has(node) ? [{ node, url: url.replace(/\/$/, '') }] : [];
+      const cert = l.metadata.annotations?.[DATA_CERT_ANNOTATION];
+      return node && url && cert && live.has(node) ? [{ node, url: url.replace(/\/$/, ''), cert }] : [];
     })
     .sort((a, b) => a.node.localeCompare(b.node));
 }
@@ -52,20 +62,30 @@ const AGENT_TIMEOUT_MS = 10_000;
 export function agentGet(
   agent: Agent,
   path: string,
-  headers: Record<string, string> = {},
-  signal?: AbortSignal,
-  { timeoutMs = AGENT_TIMEOUT_MS } = {},
+  client: ClientCredentials,
+  { headers = {}, signal, timeoutMs = AGENT_TIMEOUT_MS }: { headers?: Record<string, string>; signal?: AbortSignal; timeoutMs?: number } = {},
 ): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = request(`${agent.url}${path}`, { headers, signal, timeout: timeoutMs }, resolve);
+    const options = {
+      headers,
+      signal,
+      timeout: timeoutMs,
+      ...client(),
+      ca: pemCertificates(agent.cert),
+      // the pin is the identity: only this agent holds the key of the certificate it published
+      checkServerIdentity: () => undefined,
+      // connections are not pooled across certificates: each request states its own trust
+      agent: false as const,
+    };
+    const req = request(`${agent.url}${path}`, options, resolve);
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs / 1000}s`)));
     req.on('error', reject);
     req.end();
   });
 }
 
-async function agentJson<T>(agent: Agent, path: string): Promise<T> {
-  const res = await agentGet(agent, path);
+async function agentJson<T>(agent: Agent, path: string, client: ClientCredentials): Promise<T> {
+  const res = await agentGet(agent, path, client);
   const chunks: Buffer[] = [];
   for await (const chunk of res) chunks.push(chunk as Buffer);
   const text = Buffer.concat(chunks).toString('utf8');
@@ -76,8 +96,8 @@ async function agentJson<T>(agent: Agent, path: string): Promise<T> {
 const filesPath = (...segments: string[]): string => `/files/${segments.map(encodeURIComponent).join('/')}`;
 
 /** What every live agent holds of this capture; nodes with nothing are left out. */
-export async function listCapture(agents: Agent[], namespace: string, name: string): Promise<CaptureListing> {
-  const answers = await Promise.allSettled(agents.map((a) => agentJson<{ pods: PodListing[] }>(a, filesPath(namespace, name))));
+export async function listCapture(agents: Agent[], client: ClientCredentials, namespace: string, name: string): Promise<CaptureListing> {
+  const answers = await Promise.allSettled(agents.map((a) => agentJson<{ pods: PodListing[] }>(a, filesPath(namespace, name), client)));
   const nodes: NodeListing[] = [];
   const unreachable: string[] = [];
   answers.forEach((answer, i) => {
@@ -89,9 +109,9 @@ export async function listCapture(agents: Agent[], namespace: string, name: stri
 }
 
 /** The agent whose node holds this session's file, if any answers that it does. */
-export async function agentWithFile(agents: Agent[], namespace: string, name: string, podUID: string, session: string, file: string): Promise<Agent | undefined> {
+export async function agentWithFile(agents: Agent[], client: ClientCredentials, namespace: string, name: string, podUID: string, session: string, file: string): Promise<Agent | undefined> {
   const answers = await Promise.allSettled(
-    agents.map((a) => agentJson<{ files: { name: string }[] }>(a, filesPath(namespace, name, podUID, session))),
+    agents.map((a) => agentJson<{ files: { name: string }[] }>(a, filesPath(namespace, name, podUID, session), client)),
   );
   const i = answers.findIndex((a) => a.status === 'fulfilled' && a.value.files.some((f) => f.name === file));
   return i < 0 ? undefined : agents[i];

@@ -9,6 +9,14 @@ export const API_VERSION = VERSION;
 export const APISERVICE_NAME = `${API_VERSION}.${API_GROUP}`;
 
 /**
+ * The data CA's Secret (its keys, the API component's alone) and ConfigMap (its
+ * certificates, which the agents trust), both in the system namespace (data-ca.ts).
+ */
+export const DATA_CA_NAME = 'packet-capture-data-ca';
+/** The only client name an agent's data port admits. */
+export const API_CLIENT_CN = 'packet-capture-api';
+
+/**
  * The subresources of a PacketCapture this API serves, each its own RBAC resource
  * (`packetcaptures/files`, `packetcaptures/stream`, verb get): reading payloads is granted
  * apart from reading status.

@@ -1,12 +1,14 @@
 // The packet-capture API component: loads the front-proxy trust from kube-system, serves
 // the aggregated API (server.ts), and picks up a new front-proxy CA or serving certificate
 // without a restart (both are re-read every REFRESH_MS; a change applies to new connections).
+// It owns the data CA (data-ca.ts) by which the agents know it.
 
 import { readFile } from 'node:fs/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { kubeRequest } from '../kube/http.ts';
 import type { Logger } from '../kube/log.ts';
 import { AUTH_CONFIGMAP, requestHeaderConfig, type RequestHeaderConfig } from './authn.ts';
+import { DataCredentials } from './data-ca.ts';
 import { startApiServer, type ApiServer } from './server.ts';
 
 const REFRESH_MS = 60_000;
@@ -35,7 +37,9 @@ export async function runApiComponent(opts: ApiComponentOptions): Promise<ApiSer
     key: await readFile(opts.keyFile, 'utf8'),
   });
   let current = await load();
-  const server = await startApiServer({ ...current, kubeConfig: opts.kubeConfig, systemNamespace: opts.systemNamespace, port: opts.port, host: opts.host, log: opts.log });
+  // the data CA lives with this component, in the namespace the agents read it from
+  const data = await DataCredentials.start({ kubeConfig: opts.kubeConfig, namespace: opts.systemNamespace, log: opts.log });
+  const server = await startApiServer({ ...current, dataClient: () => data.current(), kubeConfig: opts.kubeConfig, systemNamespace: opts.systemNamespace, port: opts.port, host: opts.host, log: opts.log });
   opts.log.info({ port: server.port }, 'packet-capture API serving');
   const timer = setInterval(() => {
     load().then(
@@ -53,6 +57,7 @@ export async function runApiComponent(opts: ApiComponentOptions): Promise<ApiSer
     ...server,
     close: async () => {
       clearInterval(timer);
+      data.close();
       await server.close();
     },
   };

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../kube/log.ts';
-import { agentFilePath, agentGet, agentWithFile, listAgents, listCapture, type Agent } from './agents.ts';
+import { agentFilePath, agentGet, agentWithFile, listAgents, listCapture, type Agent, type ClientCredentials } from './agents.ts';
 import { GROUP } from '../crds/packetcapture.ts';
 import { API_GROUP, API_VERSION, KIND, PLURAL, subresourcePath } from './api.ts';
 import { identityFrom, peerOf, type RequestHeaderConfig } from './authn.ts';
@@ -27,6 +27,8 @@ export interface ApiServerOptions {
   cert: string;
   key: string;
   requestHeader: RequestHeaderConfig;
+  /** the client certificate for the agents' data ports (data-ca.ts) */
+  dataClient: ClientCredentials;
   port: number;
   host?: string;
   log: Logger;
@@ -88,16 +90,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     if (asked.subresource === 'stream') {
       if (asked.kind !== 'list') return fail(res, 'NotFound', `a stream has no parts: ${subresourcePath(asked.namespace, asked.name, 'stream')}`);
       log.info(line, 'stream opened');
-      return serveMergedStream({ kubeConfig: opts.kubeConfig, systemNamespace: opts.systemNamespace, namespace: asked.namespace, name: asked.name, res, log });
+      return serveMergedStream({ kubeConfig: opts.kubeConfig, systemNamespace: opts.systemNamespace, client: opts.dataClient, namespace: asked.namespace, name: asked.name, res, log });
     }
     const agents = await listAgents(opts.kubeConfig, opts.systemNamespace);
     if (asked.kind === 'list') {
-      const listing = await listCapture(agents, asked.namespace, asked.name);
+      const listing = await listCapture(agents, opts.dataClient, asked.namespace, asked.name);
       log.debug({ ...line, nodes: listing.nodes.length }, 'capture listed');
       return json(res, 200, { kind: 'PacketCaptureFiles', apiVersion: `${API_GROUP}/${API_VERSION}`, metadata: { namespace: asked.namespace, name: asked.name }, ...listing });
     }
     const { podUID, session, file } = asked;
-    const agent = await agentWithFile(agents, asked.namespace, asked.name, podUID, session, file);
+    const agent = await agentWithFile(agents, opts.dataClient, asked.namespace, asked.name, podUID, session, file);
     if (!agent) return fail(res, 'NotFound', `no file ${podUID}/${session}/${file} of ${KIND} ${asked.namespace}/${asked.name} on any node`, { name: asked.name, group: API_GROUP, kind: PLURAL });
     await proxyFile(req, res, agent, agentFilePath(asked.namespace, asked.name, podUID, session, file), line);
   };
@@ -105,7 +107,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const proxyFile = async (req: IncomingMessage, res: ServerResponse, agent: Agent, path: string, line: object) => {
     const abort = new AbortController();
     res.on('close', () => abort.abort());
-    const upstream = await agentGet(agent, path, req.headers.range ? { range: req.headers.range } : {}, abort.signal);
+    const upstream = await agentGet(agent, path, opts.dataClient, { headers: req.headers.range ? { range: req.headers.range } : {}, signal: abort.signal });
     if (upstream.statusCode === 416) {
       upstream.resume();
       res.setHeader('content-range', String(upstream.headers['content-range'] ?? ''));

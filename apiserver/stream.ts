@@ -11,7 +11,7 @@ import { isNotFound, kubeRequest } from '../kube/http.ts';
 import type { Logger } from '../kube/log.ts';
 import { API_VERSION as PC_API_VERSION, PLURAL, type PacketCapture } from '../crds/packetcapture.ts';
 import { BlockReader, sectionHeader } from '../pcapng/blocks.ts';
-import { agentGet, listAgents, type Agent } from './agents.ts';
+import { agentGet, listAgents, type Agent, type ClientCredentials } from './agents.ts';
 import { StreamMerger } from './merge.ts';
 
 const FOLLOW_MS = 2_000;
@@ -25,6 +25,7 @@ const ended = (c: PacketCapture | undefined): boolean => !c || c.status?.phase =
 export async function serveMergedStream(opts: {
   kubeConfig: KubeConfig;
   systemNamespace: string | undefined;
+  client: ClientCredentials;
   namespace: string;
   name: string;
   res: ServerResponse;
@@ -48,7 +49,7 @@ export async function serveMergedStream(opts: {
     const abort = new AbortController();
     reading.set(agent.node, abort);
     try {
-      const upstream = await agentGet(agent, `/stream/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`, {}, abort.signal, { timeoutMs: 0 });
+      const upstream = await agentGet(agent, `/stream/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`, opts.client, { signal: abort.signal, timeoutMs: 0 });
       if (upstream.statusCode !== 200) throw new Error(`answered ${upstream.statusCode}`);
       const reader = new BlockReader();
       for await (const chunk of upstream) {

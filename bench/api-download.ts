@@ -5,19 +5,20 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import { subresourcePath } from '../apiserver/api.ts';
 import { makeSessionDir } from '../agent/files.ts';
-import { microTime } from '../agent/lease.ts';
-import { DATA_URL_ANNOTATION, filesRoute } from '../agent/serve.ts';
-import { AGENT_LEASE_LABEL } from '../controller/agents.ts';
+import { agentLeaseName } from '../agent/lease.ts';
+import { DATA_CERT_ANNOTATION } from '../agent/serve.ts';
+import { agentGet } from '../apiserver/agents.ts';
+import { DataCredentials } from '../apiserver/data-ca.ts';
 import { API_VERSION, KIND, PLURAL } from '../crds/packetcapture.ts';
-import { startOpsServer } from '../kube/health.ts';
 import { kubeRequest, kubeStream } from '../kube/http.ts';
-import { startControlPlane } from '../local/control-plane.ts';
+import { LOCAL_TRUST_NAMESPACE, startControlPlane } from '../local/control-plane.ts';
+import { serveCaptureFiles } from '../local/files-agent.ts';
 import { createNamespace, installCrds } from './harness.ts';
 
 const { values } = parseArgs({ options: { mib: { type: 'string', default: '256' }, rounds: { type: 'string', default: '5' } } });
@@ -36,11 +37,6 @@ async function drain(body: AsyncIterable<Uint8Array>): Promise<number> {
   return n;
 }
 
-function direct(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    request(url, (res) => void drain(res).then(resolve, reject)).on('error', reject).end();
-  });
-}
 
 async function timed(what: string, get: () => Promise<number>): Promise<number> {
   const t0 = performance.now();
@@ -61,16 +57,13 @@ try {
   const dir = join(dataDir, NS, 'web', POD_UID, SESSION);
   await makeSessionDir(dir, { captureUID: capture.metadata.uid, generation: 1, podUID: POD_UID, podName: 'web-0' });
   await writeFile(join(dir, FILE), randomBytes(bytes));
-  const agent = await startOpsServer({ port: 0, host: '127.0.0.1', ready: () => true, routes: [filesRoute(dataDir)] });
-  const agentUrl = `http://127.0.0.1:${agent.port}`;
-  await kubeRequest(kc, 'POST', `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`, {
-    body: {
-      apiVersion: 'coordination.k8s.io/v1',
-      kind: 'Lease',
-      metadata: { name: 'agent-bench', labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: { [DATA_URL_ANNOTATION]: agentUrl } },
-      spec: { holderIdentity: 'bench-node', leaseDurationSeconds: 3600, renewTime: microTime(new Date()) },
-    },
-  });
+  const log = pino({ level: 'silent' });
+  const agent = await serveCaptureFiles(kc, { dataDir, leaseNamespace: NS, node: 'bench-node', log });
+  const agentUrl = agent.url;
+  // straight from the agent: with the API component's own credentials (mutual TLS), as it connects
+  const credentials = await DataCredentials.start({ kubeConfig: kc, namespace: LOCAL_TRUST_NAMESPACE, log });
+  const pinned = (await kubeRequest<{ metadata: { annotations: Record<string, string> } }>(kc, 'GET', `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/${agentLeaseName('bench-node')}`)).metadata.annotations[DATA_CERT_ANNOTATION]!;
+  const direct = async (path: string) => drain(await agentGet({ node: 'bench-node', url: agentUrl, cert: pinned }, path, () => credentials.current()));
   await kubeRequest(kc, 'POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings`, {
     body: { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'erin-edit' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'edit' }, subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: 'erin' }] },
   });
@@ -87,16 +80,17 @@ try {
       await new Promise((r) => setTimeout(r, 200));
     }
   }
-  await direct(`${agentUrl}/files/${NS}/web/${POD_UID}/${SESSION}/${FILE}`);
+  await direct(`/files/${NS}/web/${POD_UID}/${SESSION}/${FILE}`);
   const straight: number[] = [];
   const through: number[] = [];
   for (let i = 0; i < rounds; i++) {
-    straight.push(await timed('straight', () => direct(`${agentUrl}/files/${NS}/web/${POD_UID}/${SESSION}/${FILE}`)));
+    straight.push(await timed('straight', () => direct(`/files/${NS}/web/${POD_UID}/${SESSION}/${FILE}`)));
     through.push(await timed('through the API', viaApi));
   }
   console.log(`file ${values.mib} MiB, ${rounds} rounds (median MB/s, min-max)`);
   console.log(`straight from the agent:                ${median(straight).toFixed(0)} MB/s (${Math.min(...straight).toFixed(0)}-${Math.max(...straight).toFixed(0)})`);
   console.log(`kube-apiserver -> packet-capture API -> agent: ${median(through).toFixed(0)} MB/s (${Math.min(...through).toFixed(0)}-${Math.max(...through).toFixed(0)})`);
+  credentials.close();
   await agent.close();
 } finally {
   await cp.stop();

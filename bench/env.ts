@@ -75,6 +75,8 @@ export class NetnsEnv {
       SYSTEM_NAMESPACE,
       '--metrics-port',
       '0',
+      '--data-port',
+      '0',
     ]);
     await agent.waitLog((r) => r.msg === 'agent started');
     return new NetnsEnv(kc, node, host, agent, dataDir);

@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--json FILE]`: switch latency, capture fidelity, controller
+// `npm run bench [-- --quick] [--json FILE] [--only scale|netns] [--scale N]`: switch latency, capture fidelity, controller
 // scale and agent footprint on a real control plane with pods as real network namespaces.
 // Prints numbers and writes them as JSON plus a Markdown report under bench/results/;
 // it asserts no thresholds. Needs root. Everything it makes is torn down at the end, on
@@ -16,9 +16,10 @@ import { agentFootprint } from './footprint.ts';
 import { createNamespace, defer, installCrds, SYSTEM_NAMESPACE, teardownAll } from './harness.ts';
 import { machine } from './proc.ts';
 import { renderReport } from './report.ts';
-import { controllerScale } from './scale.ts';
+import { controllerScale, PODS_PER_CAPTURE } from './scale.ts';
 import { validateResults, type BenchResults, type FidelityStep } from './shape.ts';
 import { summarize } from './stats.ts';
+import { statusWritesPerSessionMinute } from './status-rate.ts';
 import { switchLatency } from './switch.ts';
 
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
@@ -33,22 +34,34 @@ const PLANS = {
     quietS: 10,
     sessions: [0, 5, 10],
     windowS: 5,
+    // the progress throttle is 30 s: a shorter window could not see one
+    statusRateS: 35,
   },
   full: {
     rounds: 50,
     floorRounds: 30,
     fidelity: { primary: 20_000, steps: [5000, 20_000, 40_000, 80_000, 160_000], seconds: 10 },
     captures: 1000,
-    recreations: 100,
+    recreations: 1000,
     quietS: 60,
     sessions: [0, 10, 100],
     windowS: 20,
+    statusRateS: 180,
   },
 };
 
+type Plan = (typeof PLANS)['quick'];
+
+/**
+ * `--scale N`: the controller scale at N captures over 3N pods, with 1000 simultaneous
+ * recreations from N = 1000 on (a tenth of the captures below that).
+ */
+const withScale = (plan: Plan, captures: number | undefined): Plan =>
+  captures === undefined ? plan : { ...plan, captures, recreations: captures >= 1000 ? 1000 : Math.max(1, Math.ceil(captures / 10)) };
+
 const empty = summarize([]);
 
-function emptyResults(quick: boolean, m: BenchResults['machine'], plan: (typeof PLANS)['quick']): BenchResults {
+function emptyResults(quick: boolean, m: BenchResults['machine'], plan: Plan): BenchResults {
   const step: FidelityStep = { ratePps: plan.fidelity.primary, sent: 0, agent: 0, raw: 0, agentDrops: 0, rawDrops: 0, ratio: null, agentCpuPctPer10kpps: null };
   const bySessions = <T>(v: T) => Object.fromEntries(plan.sessions.map((n) => [String(n), v]));
   return {
@@ -62,8 +75,9 @@ function emptyResults(quick: boolean, m: BenchResults['machine'], plan: (typeof 
     fidelity: { ...step, steps: [] },
     scale: {
       captures: plan.captures,
-      pods: plan.captures,
+      pods: plan.captures * PODS_PER_CAPTURE,
       resolveAllMs: null,
+      resolveAfterLastCreateMs: null,
       readyAllMs: null,
       writesPerCapture: null,
       quietMinuteWrites: null,
@@ -71,15 +85,20 @@ function emptyResults(quick: boolean, m: BenchResults['machine'], plan: (typeof 
       controllerPeakRssMb: null,
       controllerCpuS: null,
       recreations: plan.recreations,
-      recreate100Ms: null,
+      recreateMs: null,
+      recreate1000Ms: null,
     },
+    statusWritesPerSessionMinute: null,
+    statusRateWindowS: plan.statusRateS,
     agent: { rssMb: bySessions(null), cpuPct: bySessions(null), tcpdumpRssMb: bySessions(null), tcpdumpCount: bySessions(0), windowS: plan.windowS },
     errors: [],
   };
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, json: { type: 'string' }, only: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean', default: false }, json: { type: 'string' }, only: { type: 'string' }, scale: { type: 'string' } },
+  });
   // --only scale|netns: one half, for working on it (the results then have nulls for the other)
   const wanted = (part: 'scale' | 'netns') => values.only === undefined || values.only === part;
   if (process.getuid?.() !== 0) {
@@ -87,7 +106,12 @@ async function main(): Promise<number> {
     return 2;
   }
   const quick = values.quick ?? false;
-  const plan = quick ? PLANS.quick : PLANS.full;
+  const scale = values.scale === undefined ? undefined : Number(values.scale);
+  if (scale !== undefined && !(Number.isInteger(scale) && scale > 0)) {
+    console.error(`bench: --scale wants a positive whole number of captures, got ${values.scale}`);
+    return 2;
+  }
+  const plan = withScale(quick ? PLANS.quick : PLANS.full, scale);
   const started = performance.now();
   const results = emptyResults(quick, await machine(), plan);
   const say = (msg: string) => console.log(`bench: ${msg} (${Math.round((performance.now() - started) / 1000)} s)`);
@@ -140,6 +164,12 @@ async function main(): Promise<number> {
       }
       await e.deletePod('fidelity-0');
     });
+    await phase('status writes of a busy session', async () => {
+      const pod = await e.startPod('status-rate-0');
+      results.statusWritesPerSessionMinute = await statusWritesPerSessionMinute(e, pod, plan.statusRateS);
+      say(`status writes: ${results.statusWritesPerSessionMinute} per session-minute at 500 pps over ${plan.statusRateS} s`);
+      await e.deletePod('status-rate-0');
+    });
     await phase('switch latency', async () => {
       const s = await switchLatency(e, plan.rounds);
       results.switchLatencyMs = s.switch;
@@ -162,7 +192,7 @@ async function main(): Promise<number> {
 
   if (wanted('scale')) {
     await phase('controller scale', async () => {
-      results.scale = await controllerScale(kc, cp.kubeconfigPath, plan.captures, plan.recreations, plan.quietS);
+      results.scale = await controllerScale(kc, cp.kubeconfigPath, plan);
     });
   }
 
@@ -171,7 +201,7 @@ async function main(): Promise<number> {
   if (problems.length > 0) results.errors.push(...problems.map((p) => `shape: ${p}`));
 
   await mkdir(RESULTS, { recursive: true });
-  const stem = `${quick ? 'quick' : 'full'}${values.only ? `-${values.only}` : ''}`;
+  const stem = `${quick ? 'quick' : 'full'}${values.only ? `-${values.only}` : ''}${scale !== undefined ? `-${scale}` : ''}`;
   const json = `${JSON.stringify(results, null, 2)}\n`;
   await writeFile(resolve(RESULTS, `${stem}.json`), json);
   await writeFile(resolve(RESULTS, `${stem}.md`), renderReport(results));

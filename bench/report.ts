@@ -80,6 +80,7 @@ export function renderReport(r: BenchResults): string {
   out.push('|---|---|');
   out.push(`| captures / pods | ${s.captures} / ${s.pods} |`);
   out.push(`| all TargetResolved=True | ${show(s.resolveAllMs, ' ms')} |`);
+  out.push(`| … of which after the last capture was created | ${show(s.resolveAfterLastCreateMs, ' ms')} |`);
   out.push(`| all targets + phase written | ${show(s.readyAllMs, ' ms')} |`);
   out.push(`| status writes per capture | ${show(s.writesPerCapture)} |`);
   out.push(`| writes during a quiet ${s.quietWindowS} s | ${show(s.quietMinuteWrites)} |`);
@@ -88,7 +89,8 @@ export function renderReport(r: BenchResults): string {
   if (s.controllerCpuAfterSyncS !== undefined) out.push(`| controller CPU after its watches synced | ${show(s.controllerCpuAfterSyncS, ' s')} |`);
   if (s.controllerRssAtSyncMb !== undefined) out.push(`| controller RSS when synced, before any capture | ${show(s.controllerRssAtSyncMb, ' MB')} |`);
   if (s.createAllMs !== undefined) out.push(`| creating the ${s.captures} captures | ${show(s.createAllMs, ' ms')} |`);
-  out.push(`| ${s.recreations} simultaneous pod recreations → every target shows its new UID | ${show(s.recreate100Ms, ' ms')} |`);
+  out.push(`| ${s.recreations} simultaneous pod recreations → every target shows its new UID | ${show(s.recreateMs, ' ms')} |`);
+  if (s.recreateAfterRunningMaxMs !== undefined) out.push(`| … longest wait of one of them from its new pod Running | ${show(s.recreateAfterRunningMaxMs, ' ms')} |`);
   const parts = (counts: Record<string, number> | undefined) =>
     counts && Object.keys(counts).length > 0
       ? Object.entries(counts)
@@ -98,6 +100,10 @@ export function renderReport(r: BenchResults): string {
       : '—';
   if (s.writesChanged) out.push(`| what the writes changed (whole phase) | ${parts(s.writesChanged)} |`);
   if (s.quietWritesChanged) out.push(`| what the quiet-window writes changed | ${parts(s.quietWritesChanged)} |`);
+  out.push('');
+  out.push('## Status writes of a busy session');
+  out.push('');
+  out.push(`${show(r.statusWritesPerSessionMinute)} writes per minute of one running session under 500 pps (watch MODIFIED events over ${r.statusRateWindowS} s; start and end are written at once, progress at most every 30 s).`);
   out.push('');
   out.push('## Agent footprint');
   out.push('');

@@ -44,8 +44,19 @@ export interface BenchResults {
     quietWindowS: number;
     controllerPeakRssMb: number | null;
     controllerCpuS: number | null;
+    /** nodes the pods are spread over, each with a live agent Lease */
+    nodes?: number;
+    /** creating the pods (the cluster the controller then lists and watches) */
+    fillClusterS?: number | null;
+    /** from the last capture created to the last one resolved */
+    resolveAfterLastCreateMs: number | null;
     recreations: number;
-    recreate100Ms: number | null;
+    /** `recreations` pods recreated at once → every target shows its new UID */
+    recreateMs: number | null;
+    /** recreateMs when `recreations` is 1000 (--scale >= 1000), else null */
+    recreate1000Ms: number | null;
+    /** the longest any recreated pod waited, from Running to its capture showing the new UID: the controller's share */
+    recreateAfterRunningMaxMs?: number | null;
     controllerCpuAfterSyncS?: number | null;
     controllerRssAtSyncMb?: number | null;
     createAllMs?: number | null;
@@ -53,6 +64,9 @@ export interface BenchResults {
     writesChanged?: Record<string, number>;
     quietWritesChanged?: Record<string, number>;
   };
+  /** status writes (watch MODIFIED events) per minute of one running session under steady traffic */
+  statusWritesPerSessionMinute: number | null;
+  statusRateWindowS: number;
   agent: {
     rssMb: Record<string, number | null>;
     cpuPct: Record<string, number | null>;
@@ -166,9 +180,13 @@ const results = obj(
       quietWindowS: num({ min: 0 }),
       controllerPeakRssMb: ms,
       controllerCpuS: ms,
+      resolveAfterLastCreateMs: ms,
       recreations: count,
-      recreate100Ms: ms,
+      recreateMs: ms,
+      recreate1000Ms: ms,
     }),
+    statusWritesPerSessionMinute: num({ nullable: true, min: 0 }),
+    statusRateWindowS: num({ min: 0 }),
     agent: obj({
       rssMb: bySessions(ms),
       cpuPct: bySessions(ms),

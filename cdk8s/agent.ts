@@ -17,11 +17,13 @@ import {
   NodeTaintQuery,
   ServiceAccount,
   Volume,
+  k8s,
 } from 'cdk8s-plus-28';
 import { Construct } from 'constructs';
+import { DATA_CA_NAME } from '../apiserver/api.ts';
 import { DEFAULT_DATA_DIR } from '../crds/packetcapture.ts';
-import { EVENTS, grantClusterWide, grantInNamespace, LEASES, PACKETCAPTURES, PACKETCAPTURES_STATUS, PODS } from './rbac.ts';
-import { componentLabels, OPS_PORT } from './settings.ts';
+import { CONFIGMAPS, EVENTS, grantClusterWide, grantInNamespace, LEASES, PACKETCAPTURES, PACKETCAPTURES_STATUS, PODS } from './rbac.ts';
+import { AGENT_DATA_PORT, componentLabels, OPS_PORT } from './settings.ts';
 import { containerBasics, opsService, selectByLabels } from './workload.ts';
 
 export interface AgentProps {
@@ -46,8 +48,12 @@ export class Agent extends Construct {
       { ...PODS, verbs: ['get', 'list', 'watch'] },
       { ...EVENTS, verbs: ['create', 'patch'] },
     ]);
-    // its presence Lease, by which the controller knows the node has an agent
-    grantInNamespace(this, NAME, account, [{ ...LEASES, verbs: ['get', 'create', 'update', 'patch'] }]);
+    // its presence Lease, by which the controller knows the node has an agent; the data CA's
+    // certificates (never its key, which is a Secret of the API's), to know the API by
+    grantInNamespace(this, NAME, account, [
+      { ...LEASES, verbs: ['get', 'create', 'update', 'patch'] },
+      { ...CONFIGMAPS, resourceNames: [DATA_CA_NAME], verbs: ['get'] },
+    ]);
 
     const daemonSet = new DaemonSet(this, 'daemonset', {
       metadata: { name: NAME, namespace, labels },
@@ -72,7 +78,11 @@ export class Agent extends Construct {
     daemonSet.addContainer({
       name: 'agent',
       ...containerBasics(image, OPS_PORT.agent),
-      args: ['agent'],
+      ports: [
+        { name: 'http', number: OPS_PORT.agent },
+        { name: 'data', number: AGENT_DATA_PORT },
+      ],
+      args: ['agent', '--metrics-port', String(OPS_PORT.agent), '--data-port', String(AGENT_DATA_PORT)],
       envVariables: {
         NODE_NAME: EnvValue.fromFieldRef(EnvFieldPaths.NODE_NAME),
         POD_NAMESPACE: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAMESPACE),
@@ -111,7 +121,22 @@ export class Agent extends Construct {
       ],
     });
 
-    // headless: one address per agent, to fetch files from the agent of a given node
+    // headless: one address per agent, for Prometheus to scrape each one's metrics
     opsService(this, { name: NAME, namespace, labels, port: OPS_PORT.agent, headless: true });
+
+    // Defence in depth where the CNI enforces policies: the data port admits the packet-capture
+    // API's pods alone (it also demands the API's client certificate); metrics stay open to
+    // whoever scrapes them, as they carry no capture data.
+    new k8s.KubeNetworkPolicy(this, 'data-port-policy', {
+      metadata: { name: `${NAME}-data`, namespace, labels },
+      spec: {
+        podSelector: { matchLabels: labels },
+        policyTypes: ['Ingress'],
+        ingress: [
+          { from: [{ podSelector: { matchLabels: componentLabels('api') } }], ports: [{ protocol: 'TCP', port: k8s.IntOrString.fromNumber(AGENT_DATA_PORT) }] },
+          { ports: [{ protocol: 'TCP', port: k8s.IntOrString.fromNumber(OPS_PORT.agent) }] },
+        ],
+      },
+    });
   }
 }

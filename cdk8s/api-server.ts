@@ -11,8 +11,8 @@
 import { Size } from 'cdk8s';
 import { Cpu, Deployment, EnvValue, ImagePullPolicy, k8s, Secret, ServiceAccount, Volume } from 'cdk8s-plus-28';
 import { Construct } from 'constructs';
-import { API_GROUP, API_VERSION, APISERVICE_NAME } from '../apiserver/api.ts';
-import { grantClusterWide, grantInNamespace, LEASES, PACKETCAPTURES } from './rbac.ts';
+import { API_GROUP, API_VERSION, APISERVICE_NAME, DATA_CA_NAME } from '../apiserver/api.ts';
+import { CONFIGMAPS, grantClusterWide, grantInNamespace, LEASES, PACKETCAPTURES, SECRETS } from './rbac.ts';
 import { API_PORT, componentLabels } from './settings.ts';
 import { restrictedContainer, selectByLabels } from './workload.ts';
 
@@ -47,8 +47,15 @@ export class ApiServer extends Construct {
       subjects: subject,
     });
     grantClusterWide(this, NAME, account, [{ ...PACKETCAPTURES, verbs: ['get'] }]);
-    // the agents' presence Leases: which nodes have an agent, and its URL
-    grantInNamespace(this, NAME, account, [{ ...LEASES, verbs: ['get', 'list'] }]);
+    // the agents' presence Leases: which nodes have an agent, its URL and certificate; the data
+    // CA it makes and rotates (apiserver/data-ca.ts). `create` cannot be limited to a name.
+    grantInNamespace(this, NAME, account, [
+      { ...LEASES, verbs: ['get', 'list'] },
+      { ...SECRETS, resourceNames: [DATA_CA_NAME], verbs: ['get', 'update'] },
+      { ...CONFIGMAPS, resourceNames: [DATA_CA_NAME], verbs: ['get', 'update'] },
+      { ...SECRETS, verbs: ['create'] },
+      { ...CONFIGMAPS, verbs: ['create'] },
+    ]);
 
     const deployment = new Deployment(this, 'deployment', {
       metadata: { name: NAME, namespace, labels },

@@ -59,11 +59,12 @@ export class Controller extends Construct {
       name: 'controller',
       ...containerBasics(image, OPS_PORT.controller),
       args: ['controller', '--leader-elect'],
-      // V8 collects before the heap nears the container's limit
-      envVariables: { NODE_OPTIONS: EnvValue.fromValue('--max-old-space-size=512') },
-      // cdk8s-plus defaults to 1 CPU and 512Mi requested. Measured (bench): ~190 MB resident
-      // once synced (Node, client-node, tsx); with 1,000 captures up to 500 MB even with a
-      // 128 MB old space, 880 MB with V8 unbounded.
+      // V8 collects before the heap nears the container's limit, and keeps its young
+      // generation small: unbounded it grows to ~130 MB resident, mostly garbage
+      envVariables: { NODE_OPTIONS: EnvValue.fromValue('--max-old-space-size=512 --max-semi-space-size=16') },
+      // cdk8s-plus defaults to 1 CPU and 512Mi requested. Measured (bench/results/full-scale.md):
+      // ~190-230 MB resident once synced (Node, client-node, tsx); peak 241 MB at 1,000
+      // captures over 3,000 pods, 419 MB at 10,000 over 30,000.
       resources: {
         cpu: { request: Cpu.millis(50), limit: Cpu.millis(500) },
         memory: { request: Size.mebibytes(256), limit: Size.gibibytes(1) },

@@ -20,6 +20,8 @@ export const PODS = { apiGroups: [''], resources: ['pods'] };
 /** client libraries write either API of Events; both are granted so either works */
 export const EVENTS = { apiGroups: ['', 'events.k8s.io'], resources: ['events'] };
 export const LEASES = { apiGroups: ['coordination.k8s.io'], resources: ['leases'] };
+export const CONFIGMAPS = { apiGroups: [''], resources: ['configmaps'] };
+export const SECRETS = { apiGroups: [''], resources: ['secrets'] };
 
 export interface Account {
   name: string;

@@ -19,8 +19,11 @@ export const componentLabels = (component: 'controller' | 'agent' | 'api') => ({
   'app.kubernetes.io/component': component,
 });
 
-/** The port of /healthz, /readyz and /metrics (and the agent's capture files). */
+/** The port of /healthz, /readyz and /metrics. */
 export const OPS_PORT = { controller: 8080, agent: 8081 } as const;
+
+/** The agent's data port: capture files and streams, mutual TLS, for the packet-capture API only. */
+export const AGENT_DATA_PORT = 8444;
 
 /** The packet-capture API's HTTPS port (apiserver/), which the Kubernetes API server forwards to. */
 export const API_PORT = 8443;

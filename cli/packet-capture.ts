@@ -70,7 +70,9 @@ program
   .option('--kubeconfig <file>', 'kubeconfig (default: in-cluster, then KUBECONFIG / ~/.kube/config)')
   .option('--data-dir <dir>', 'where capture files are written', DEFAULT_DATA_DIR)
   .option('--namespace <ns>', 'namespace of the agent presence Lease', SYSTEM_NAMESPACE)
-  .option('--metrics-port <port>', '/healthz, /metrics and capture files', port, 8081)
+  .option('--metrics-port <port>', '/healthz, /readyz, /metrics', port, 8081)
+  .option('--data-port <port>', 'capture files and streams, mutual TLS, for the packet-capture API only', port, 8444)
+  .option('--trust-namespace <ns>', "namespace of the packet-capture API's data CA (default: --namespace)")
   .option('--proc-root <dir>', 'procfs to scan for pod processes', '/proc')
   .option('--retention <duration>', 'keep files of a deleted capture this long', parsed(parseDuration), parseDuration('24h'))
   .option('--disk-cap <quantity>', 'remove the oldest ended sessions beyond this much data (e.g. 20Gi)', parsed(parseQuantity))
@@ -81,6 +83,8 @@ program
       dataDir: string;
       namespace: string;
       metricsPort: number;
+      dataPort: number;
+      trustNamespace?: string;
       procRoot: string;
       retention: number;
       diskCap?: number;
@@ -95,6 +99,8 @@ program
         dataDir: opts.dataDir,
         namespace: opts.namespace,
         metricsPort: opts.metricsPort,
+        dataPort: opts.dataPort,
+        trustNamespace: opts.trustNamespace,
         procRoot: opts.procRoot,
         retentionMs: opts.retention,
         diskCapBytes: opts.diskCap,

@@ -10,6 +10,7 @@ import type { Logger } from '../kube/log.ts';
 import { StatusWriter } from '../kube/status.ts';
 import { watchSnapshots, type KubeObject } from '../kube/watch.ts';
 import { AGENT_LEASE_LABEL, type Lease } from './agents.ts';
+import { cachedCapture, cachedLease, cachedPod } from './cache.ts';
 import type { ControllerStatus } from './conditions.ts';
 import { DEFAULT_FINALIZER_OPTIONS, type FinalizerOptions } from './finalizer.ts';
 import { ControllerMetrics } from './metrics.ts';
@@ -65,12 +66,12 @@ export async function runController(opts: ControllerOptions): Promise<Controller
   const metrics = new ControllerMetrics();
   const identity = opts.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const scope = opts.watchNamespace ? `/namespaces/${opts.watchNamespace}` : '';
-  const watch = <T extends KubeObject>(path: string, labelSelector?: string) =>
-    shared(watchSnapshots<T>(kc, { path, labelSelector, log }));
+  const watch = <T extends KubeObject>(path: string, transform: (obj: T) => T, labelSelector?: string) =>
+    shared(watchSnapshots<T>(kc, { path, labelSelector, transform, log }));
 
-  const captures$ = watch<PacketCapture>(`/apis/${GROUP}/${VERSION}${scope}/${PLURAL}`);
-  const pods$ = watch<Pod>(`/api/v1${scope}/pods`);
-  const leases$ = watch<Lease>(`/apis/coordination.k8s.io/v1/namespaces/${opts.namespace}/leases`, `${AGENT_LEASE_LABEL}=true`);
+  const captures$ = watch<PacketCapture>(`/apis/${GROUP}/${VERSION}${scope}/${PLURAL}`, cachedCapture);
+  const pods$ = watch<Pod>(`/api/v1${scope}/pods`, cachedPod);
+  const leases$ = watch<Lease>(`/apis/coordination.k8s.io/v1/namespaces/${opts.namespace}/leases`, cachedLease, `${AGENT_LEASE_LABEL}=true`);
 
   const elector = opts.leaderElect
     ? new LeaderElector(kc, {

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { instanceFinished } from '../crds/lifecycle.ts';
 import { PHASES, type PacketCapture, type Phase } from '../crds/packetcapture.ts';
-import type { Snapshot } from '../kube/watch.ts';
+import { changedKeys, type Snapshot } from '../kube/watch.ts';
 import { liveAgentNodes, type Lease } from './agents.ts';
 
 /** Phases in which a capture's targets need their node's agent: to start a session, or to stop one. */
@@ -82,13 +82,33 @@ export class ControllerMetrics {
 
   constructor({ now = Date.now }: { now?: () => number } = {}) {
     this.now = now;
+    for (const [phase, n] of this.phases.counts) this.captures.set({ phase }, n);
   }
 
-  /** Captures by phase from the newest snapshot; every phase is present so dashboards see zeros. */
-  setCapturesByPhase(phases: Iterable<string | undefined>): void {
-    const counts = new Map<string, number>([...PHASES, 'Unknown'].map((p) => [p, 0]));
-    for (const phase of phases) counts.set(phase ?? 'Unknown', (counts.get(phase ?? 'Unknown') ?? 0) + 1);
-    for (const [phase, n] of counts) this.captures.set({ phase }, n);
+  /** the snapshot the phase gauge was counted from, and its counts */
+  private phases: { captures: Snapshot<PacketCapture>; counts: Map<string, number> } = {
+    captures: new Map(),
+    counts: new Map([...PHASES, 'Unknown'].map((p) => [p, 0])),
+  };
+
+  /**
+   * Captures by phase from the newest snapshot, counted from what changed since the last
+   * one (a watch event costs one capture, not all of them); every phase is present so
+   * dashboards see zeros.
+   */
+  countPhases(captures: Snapshot<PacketCapture>): void {
+    const { counts, captures: before } = this.phases;
+    const phaseOf = (c: PacketCapture | undefined) => (c ? (c.status?.phase ?? 'Unknown') : undefined);
+    const touched = new Set<string>();
+    for (const uid of changedKeys(before, captures)) {
+      for (const [phase, delta] of [[phaseOf(before.get(uid)), -1], [phaseOf(captures.get(uid)), 1]] as const) {
+        if (phase === undefined) continue;
+        counts.set(phase, (counts.get(phase) ?? 0) + delta);
+        touched.add(phase);
+      }
+    }
+    this.phases = { captures, counts };
+    for (const phase of touched) this.captures.set({ phase }, counts.get(phase)!);
   }
 
   /** Keeps the newest snapshots; a Lease runs out by the clock alone, so the gauge reads them at each scrape. */

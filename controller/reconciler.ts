@@ -13,7 +13,7 @@ import {
 import type { EventRecorder, InvolvedObject } from '../kube/events.ts';
 import { isConflict, isNotFound, kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import type { Logger } from '../kube/log.ts';
-import { StatusWriter, type StatusTarget } from '../kube/status.ts';
+import { canonical, StatusWriter, type StatusTarget } from '../kube/status.ts';
 import type { Snapshot } from '../kube/watch.ts';
 import type { Lease } from './agents.ts';
 import { carryTransitionTimes, observedControllerStatus, type ControllerStatus } from './conditions.ts';
@@ -116,6 +116,8 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
   const writeStatus = async (d: Decision, state: CaptureState): Promise<void> => {
     const c = d.capture;
     const observed = observedControllerStatus(c.status);
+    // once the snapshot shows our last write it says all that write did: a copy kept per capture would only cost memory
+    if (state.lastWritten && canonical(state.lastWritten) === canonical(observed)) state.lastWritten = undefined;
     const desired = carryTransitionTimes(d.derived.status, c.status?.conditions, state.lastWritten?.conditions);
     const before = state.lastWritten ?? observed;
     if (!(await call('status', () => writer.apply(statusTarget(c), desired, observed as ControllerStatus)))) return;
@@ -173,7 +175,7 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
 
   const run$ = merge(
     opts.captures$.pipe(
-      tap((captures) => metrics.setCapturesByPhase([...captures.values()].map((c) => c.status?.phase))),
+      tap((captures) => metrics.countPhases(captures)),
       ignoreElements(),
     ),
     opts.isLeader$.pipe(

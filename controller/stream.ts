@@ -1,15 +1,10 @@
 import {
   asyncScheduler,
-  BehaviorSubject,
   combineLatest,
   defer,
   EMPTY,
-  filter,
-  finalize,
-  groupBy,
   map,
   merge,
-  mergeMap,
   Observable,
   of,
   Subject,
@@ -21,7 +16,7 @@ import {
   type Subscription,
 } from 'rxjs';
 import type { PacketCapture } from '../crds/packetcapture.ts';
-import type { Snapshot } from '../kube/watch.ts';
+import { changedKeys, type Snapshot } from '../kube/watch.ts';
 import { liveAgentNodes, nextAgentExpiry, type Lease } from './agents.ts';
 import { deriveStatus, type DerivedStatus } from './conditions.ts';
 import { decideFinalizer, DEFAULT_FINALIZER_OPTIONS, type FinalizerDecision, type FinalizerOptions } from './finalizer.ts';
@@ -44,49 +39,167 @@ export interface Decision {
 }
 
 export interface Decisions {
-  /** by capture UID */
+  /**
+   * by capture UID. The decider's own map, updated in place by its next world: read it
+   * when it is emitted (as perCapture does), or copy it.
+   */
   byCapture: ReadonlyMap<string, Decision>;
+  /**
+   * the UIDs whose decision was derived anew or left, since the previous Decisions of the
+   * same decider; without it, a consumer compares byCapture with what it saw before
+   */
+  changed?: ReadonlySet<string>;
   /** the next time a decision changes by the clock alone */
   wakeAt?: number;
-  /** what the decisions were derived from, so the next world re-derives only what changed */
-  basis?: Basis;
 }
 
-interface Basis {
-  /** live agent nodes, as one word */
-  agents: string;
-  /** by namespace; a list that did not change is the same array from one world to the next */
-  pods: ReadonlyMap<string, readonly Pod[]>;
+/** A capture's earliest time-based decision (limits.duration, a bounded finalizer wait). */
+function wakeOf(d: Decision): number | undefined {
+  const times = [d.derived.nextDecisionAt, d.finalizer.action === 'wait' ? d.finalizer.nextDecisionAt : undefined];
+  return times.reduce<number | undefined>((min, t) => (t !== undefined && (min === undefined || t < min) ? t : min), undefined);
 }
-
-const NO_PODS: readonly Pod[] = [];
 
 /**
- * Pods by namespace. A namespace whose pods are the same objects as in `prior` keeps
- * prior's list, so "nothing changed here" is one reference comparison per capture.
+ * When each capture's decision is due by the clock: a binary heap of (time, UID), with an
+ * entry superseded by a newer time for its capture skipped when it comes up. A decision
+ * derived again with the same time (every resync does that) adds nothing.
  */
-function podsByNamespace(pods: Snapshot<Pod>, prior?: ReadonlyMap<string, readonly Pod[]>): Map<string, readonly Pod[]> {
-  const index = new Map<string, Pod[]>();
-  for (const pod of pods.values()) {
-    const ns = pod.metadata.namespace ?? '';
-    const list = index.get(ns);
-    if (list) list.push(pod);
-    else index.set(ns, [pod]);
+class Wakes {
+  private readonly heap: { at: number; uid: string }[] = [];
+  private readonly current = new Map<string, number>();
+
+  set(uid: string, at: number | undefined): void {
+    if (at === undefined) {
+      this.current.delete(uid);
+      return;
+    }
+    if (this.current.get(uid) === at) return;
+    this.current.set(uid, at);
+    this.heap.push({ at, uid });
+    this.up(this.heap.length - 1);
   }
-  const sameAs = (list: readonly Pod[], before: readonly Pod[] | undefined) =>
-    before !== undefined && before.length === list.length && list.every((pod, i) => pod === before[i]);
-  return new Map([...index].map(([ns, list]) => [ns, sameAs(list, prior?.get(ns)) ? prior!.get(ns)! : list]));
+
+  /** The captures due at `now`, each once; their next decision sets their next time. */
+  *due(now: number): Generator<string> {
+    while (this.heap.length > 0 && this.heap[0]!.at <= now) {
+      const { at, uid } = this.pop();
+      if (this.current.get(uid) !== at) continue;
+      this.current.delete(uid);
+      yield uid;
+    }
+  }
+
+  /** The earliest time after `now` a decision is due. */
+  next(now: number): number | undefined {
+    while (this.heap.length > 0 && this.current.get(this.heap[0]!.uid) !== this.heap[0]!.at) this.pop();
+    const top = this.heap[0];
+    if (top === undefined || top.at > now) return top?.at;
+    // due already (a decision derived with a time in the past): the next world re-derives it
+    let min: number | undefined;
+    for (const [, at] of this.current) if (at > now && (min === undefined || at < min)) min = at;
+    return min;
+  }
+
+  private pop(): { at: number; uid: string } {
+    const top = this.heap[0]!;
+    const last = this.heap.pop()!;
+    if (this.heap.length > 0) {
+      this.heap[0] = last;
+      this.down(0);
+    }
+    return top;
+  }
+
+  private up(i: number): void {
+    const h = this.heap;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (h[parent]!.at <= h[i]!.at) return;
+      [h[parent], h[i]] = [h[i]!, h[parent]!];
+      i = parent;
+    }
+  }
+
+  private down(i: number): void {
+    const h = this.heap;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let min = i;
+      if (l < h.length && h[l]!.at < h[min]!.at) min = l;
+      if (r < h.length && h[r]!.at < h[min]!.at) min = r;
+      if (min === i) return;
+      [h[min], h[i]] = [h[i]!, h[min]!];
+      i = min;
+    }
+  }
 }
 
-const earliest = (times: (number | undefined)[], after: number): number | undefined =>
-  times.reduce<number | undefined>((min, t) => (t !== undefined && t > after && (min === undefined || t < min) ? t : min), undefined);
+const add = <K, V>(index: Map<K, Map<string, V>>, key: K, uid: string, value: V) => {
+  const inner = index.get(key);
+  if (inner) inner.set(uid, value);
+  else index.set(key, new Map([[uid, value]]));
+};
+const remove = <K, V>(index: Map<K, Map<string, V>>, key: K, uid: string) => {
+  const inner = index.get(key);
+  if (inner?.delete(uid) && inner.size === 0) index.delete(key);
+};
+const nameKey = (namespace: string | undefined, name: string) => `${namespace ?? ''}/${name}`;
 
-const wakesOf = (d: Decision): (number | undefined)[] => [
-  d.derived.nextDecisionAt,
-  d.finalizer.action === 'wait' ? d.finalizer.nextDecisionAt : undefined,
-];
+/**
+ * Which pods a capture's target can be resolved from, and which captures a pod can
+ * concern: a podName target only the pods of that name in its namespace, a podSelector
+ * target any pod of its namespace. Kept up to date event by event.
+ */
+class TargetIndex {
+  private readonly podsByName = new Map<string, Map<string, Pod>>();
+  private readonly podsByNamespace = new Map<string, Map<string, Pod>>();
+  private readonly byPodName = new Map<string, Map<string, true>>();
+  private readonly bySelector = new Map<string, Map<string, true>>();
 
-function decideOne(capture: PacketCapture, pods: readonly Pod[], agentNodes: Set<string>, now: number, finalizerOptions: FinalizerOptions): Decision {
+  private static target(c: PacketCapture): { podName: string } | { selector: true } | undefined {
+    const { podName, podSelector } = c.spec?.target ?? {};
+    // exactly one of them, or the spec is invalid whatever the pods
+    if ((podName === undefined) === (podSelector === undefined)) return undefined;
+    return podName !== undefined ? { podName } : { selector: true };
+  }
+
+  capture(before: PacketCapture | undefined, after: PacketCapture | undefined): void {
+    for (const [c, present] of [[before, false], [after, true]] as const) {
+      if (!c) continue;
+      const t = TargetIndex.target(c);
+      const { namespace, uid } = c.metadata;
+      if (t && 'podName' in t) (present ? add : remove)(this.byPodName, nameKey(namespace, t.podName), uid, true);
+      else if (t) (present ? add : remove)(this.bySelector, namespace, uid, true);
+    }
+  }
+
+  pod(before: Pod | undefined, after: Pod | undefined): void {
+    if (before) {
+      remove(this.podsByName, nameKey(before.metadata.namespace, before.metadata.name), before.metadata.uid);
+      remove(this.podsByNamespace, before.metadata.namespace ?? '', before.metadata.uid);
+    }
+    if (after) {
+      add(this.podsByName, nameKey(after.metadata.namespace, after.metadata.name), after.metadata.uid, after);
+      add(this.podsByNamespace, after.metadata.namespace ?? '', after.metadata.uid, after);
+    }
+  }
+
+  /** UIDs of the captures whose resolution may depend on this pod. */
+  *capturesOf(pod: Pod): Generator<string> {
+    yield* this.byPodName.get(nameKey(pod.metadata.namespace, pod.metadata.name))?.keys() ?? [];
+    yield* this.bySelector.get(pod.metadata.namespace ?? '')?.keys() ?? [];
+  }
+
+  podsFor(c: PacketCapture): Iterable<Pod> {
+    const t = TargetIndex.target(c);
+    if (!t) return [];
+    const pods = 'podName' in t ? this.podsByName.get(nameKey(c.metadata.namespace, t.podName)) : this.podsByNamespace.get(c.metadata.namespace);
+    return pods?.values() ?? [];
+  }
+}
+
+function decideOne(capture: PacketCapture, pods: Iterable<Pod>, agentNodes: Set<string>, now: number, finalizerOptions: FinalizerOptions): Decision {
   const resolution = resolveTargets(capture, pods);
   const finalizer = decideFinalizer(capture, agentNodes, now, finalizerOptions);
   const deletion = finalizer.action === 'wait' || finalizer.action === 'release' ? finalizer : undefined;
@@ -94,34 +207,60 @@ function decideOne(capture: PacketCapture, pods: readonly Pod[], agentNodes: Set
   return { capture, resolution, derived, finalizer };
 }
 
+/** Derives the decisions of a sequence of worlds; `everything` re-derives every capture. */
+export type Decider = (world: World, everything?: boolean) => Decisions;
+
 /**
- * One decision per capture in the world. Pure. With `prior` (the decisions for the previous
- * world), a capture whose object, namespace pods and live agents are unchanged, and whose
- * decision is not due by the clock, keeps its prior Decision object: a world event costs
- * work only for the captures it can affect, and unchanged decisions are recognisable by
- * reference downstream.
+ * One decision per capture in the world, for a sequence of worlds. Each world re-derives
+ * only the captures it can affect: those whose object changed, those a changed pod may be
+ * (or have been) a target of, those due by the clock, and all of them when the set of live
+ * agents changes. The changes come from changedKeys, so a watch event costs what it changed,
+ * not the size of the cluster; an unchanged decision stays the same object.
  */
-export function decide(world: World, finalizerOptions: FinalizerOptions = DEFAULT_FINALIZER_OPTIONS, prior?: Decisions): Decisions {
-  const { now } = world;
-  const agentNodes = liveAgentNodes(world.leases.values(), now);
-  const agents = [...agentNodes].sort().join(' ');
-  const reusable = prior?.basis?.agents === agents ? prior : undefined;
-  const pods = podsByNamespace(world.pods, prior?.basis?.pods);
+export function decider(finalizerOptions: FinalizerOptions = DEFAULT_FINALIZER_OPTIONS): Decider {
   const byCapture = new Map<string, Decision>();
-  const wakes: (number | undefined)[] = [nextAgentExpiry(world.leases.values(), now)];
-  for (const [uid, capture] of world.captures) {
-    const ns = capture.metadata.namespace;
-    const nsPods = pods.get(ns) ?? NO_PODS;
-    const before = reusable?.byCapture.get(uid);
-    const kept =
-      before?.capture === capture &&
-      (reusable!.basis!.pods.get(ns) ?? NO_PODS) === nsPods &&
-      !wakesOf(before).some((t) => t !== undefined && t <= now);
-    const decision = kept ? before : decideOne(capture, nsPods, agentNodes, now, finalizerOptions);
-    wakes.push(...wakesOf(decision));
-    byCapture.set(uid, decision);
-  }
-  return { byCapture, wakeAt: earliest(wakes, now), basis: { agents, pods } };
+  const index = new TargetIndex();
+  const wakes = new Wakes();
+  let seen: Pick<World, 'captures' | 'pods'> = { captures: new Map(), pods: new Map() };
+  let agents: { leases?: Snapshot<Lease>; nodes: Set<string>; word: string; expiry?: number } = { nodes: new Set(), word: '' };
+
+  return (world, everything = false) => {
+    const { now } = world;
+    if (agents.leases !== world.leases || (agents.expiry !== undefined && agents.expiry <= now)) {
+      const nodes = liveAgentNodes(world.leases.values(), now);
+      const word = [...nodes].sort().join(' ');
+      if (word !== agents.word) everything = true;
+      agents = { leases: world.leases, nodes, word, expiry: nextAgentExpiry(world.leases.values(), now) };
+    }
+    const changed = new Set<string>();
+    for (const uid of changedKeys(seen.captures, world.captures)) {
+      index.capture(seen.captures.get(uid), world.captures.get(uid));
+      changed.add(uid);
+    }
+    for (const uid of changedKeys(seen.pods, world.pods)) {
+      const before = seen.pods.get(uid);
+      const after = world.pods.get(uid);
+      for (const pod of [before, after]) if (pod) for (const c of index.capturesOf(pod)) changed.add(c);
+      index.pod(before, after);
+    }
+    seen = { captures: world.captures, pods: world.pods };
+    for (const uid of wakes.due(now)) changed.add(uid);
+    if (everything) for (const uid of world.captures.keys()) changed.add(uid);
+
+    for (const uid of changed) {
+      const capture = world.captures.get(uid);
+      if (!capture) {
+        byCapture.delete(uid);
+        wakes.set(uid, undefined);
+        continue;
+      }
+      const decision = decideOne(capture, index.podsFor(capture), agents.nodes, now, finalizerOptions);
+      byCapture.set(uid, decision);
+      wakes.set(uid, wakeOf(decision));
+    }
+    const times = [agents.expiry, wakes.next(now)].filter((t): t is number => t !== undefined && t > now);
+    return { byCapture, changed, wakeAt: times.length > 0 ? Math.min(...times) : undefined };
+  };
 }
 
 export interface DecisionStreamOptions {
@@ -144,31 +283,122 @@ export function decisions(
 ): Observable<Decisions> {
   const scheduler = opts.scheduler ?? asyncScheduler;
   return defer(() => {
-    const wakeAt$ = new BehaviorSubject<number | undefined>(undefined);
+    const wakeAt$ = new Subject<number | undefined>();
+    // the time the pending timer is for: a world that leaves the time where it was keeps
+    // the timer (most do), and one after the timer fired always sets the next
+    let armed: number | undefined;
     const wake$ = merge(
       of(0),
-      wakeAt$.pipe(switchMap((at) => (at === undefined ? EMPTY : timer(Math.max(0, at - scheduler.now()), scheduler)))),
+      wakeAt$.pipe(
+        switchMap((at) =>
+          at === undefined
+            ? EMPTY
+            : timer(Math.max(0, at - scheduler.now()), scheduler).pipe(
+                tap(() => {
+                  armed = undefined;
+                }),
+              ),
+        ),
+      ),
     );
     // a resync number: when it moves on, every capture is derived afresh
     const resync$ = merge(of(0), timer(opts.resyncMs, opts.resyncMs, scheduler).pipe(map((i) => i + 1)));
-    let prior: { resync: number; decisions: Decisions } | undefined;
+    const decide = decider(opts.finalizer);
+    let lastResync: number | undefined;
     return combineLatest([captures$, pods$, leases$, resync$, wake$]).pipe(
       map(([captures, pods, leases, resync]) => {
-        const decisions = decide({ captures, pods, leases, now: scheduler.now() }, opts.finalizer, prior?.resync === resync ? prior.decisions : undefined);
-        prior = { resync, decisions };
+        const decisions = decide({ captures, pods, leases, now: scheduler.now() }, resync !== lastResync);
+        lastResync = resync;
         return decisions;
       }),
-      tap((d) => wakeAt$.next(d.wakeAt)),
+      tap((d) => {
+        if (d.wakeAt === armed) return;
+        armed = d.wakeAt;
+        wakeAt$.next(d.wakeAt);
+      }),
     );
   });
 }
 
 /**
- * Runs `work` for the values of a stream one at a time, always on the newest: values that
+ * Work on the values of one stream, one run at a time, always on the newest: values that
  * arrive while work is running replace each other, and only the last is worked on next.
  * A failed run is retried after `retryDelay(failures)` with the newest value by then.
  * Level-triggered work needs nothing else: a skipped value was already out of date.
+ * A plain object rather than an operator chain, so perCapture can keep one per capture
+ * for a few hundred bytes.
  */
+class Serial<T> {
+  private pending: { value: T } | undefined;
+  private busy = false;
+  private ended = false;
+  private failures = 0;
+  private run?: Subscription;
+  private wait?: Subscription;
+
+  constructor(
+    private readonly work: (value: T) => Observable<unknown>,
+    private readonly retryDelay: (failures: number) => number,
+    private readonly scheduler: SchedulerLike,
+    /** called once the source ended and the last run is over */
+    private readonly done: () => void,
+  ) {}
+
+  push(value: T): void {
+    this.pending = { value };
+    this.next();
+  }
+
+  /** no more values: the pending one (if any) is still worked on, then done() */
+  end(): void {
+    this.ended = true;
+    this.next();
+  }
+
+  /** stops a running work and a retry wait; done() is not called */
+  stop(): void {
+    this.run?.unsubscribe();
+    this.wait?.unsubscribe();
+  }
+
+  private next(): void {
+    if (this.busy) return;
+    if (!this.pending) {
+      if (this.ended) this.done();
+      return;
+    }
+    const { value } = this.pending;
+    this.pending = undefined;
+    this.busy = true;
+    // work may finish synchronously, before subscribe() returns its subscription
+    let finished = false;
+    const sub = this.work(value).subscribe({
+      error: () => {
+        finished = true;
+        this.run = undefined;
+        this.failures++;
+        this.pending ??= { value };
+        this.wait = this.scheduler.schedule(() => {
+          this.wait = undefined;
+          this.busy = false;
+          // the source ended while we waited: nothing is left to retry for
+          if (this.ended && this.pending?.value === value) this.pending = undefined;
+          this.next();
+        }, this.retryDelay(this.failures));
+      },
+      complete: () => {
+        finished = true;
+        this.run = undefined;
+        this.failures = 0;
+        this.busy = false;
+        this.next();
+      },
+    });
+    if (!finished) this.run = sub;
+  }
+}
+
+/** Serial's policy as an operator over one stream; completes when the source did and the last run ended. */
 export function latestSerially<T>(
   work: (value: T) => Observable<unknown>,
   retryDelay: (failures: number) => number,
@@ -176,68 +406,15 @@ export function latestSerially<T>(
 ): OperatorFunction<T, never> {
   return (source) =>
     new Observable<never>((subscriber) => {
-      let pending: { value: T } | undefined;
-      let busy = false;
-      let sourceDone = false;
-      let failures = 0;
-      const running = new Set<Subscription>();
-
-      const next = (): void => {
-        if (busy) return;
-        if (!pending) {
-          if (sourceDone) subscriber.complete();
-          return;
-        }
-        const { value } = pending;
-        pending = undefined;
-        busy = true;
-        // work may finish synchronously, before subscribe() returns its subscription
-        const holder: { sub?: Subscription; finished?: boolean } = {};
-        const finish = () => {
-          holder.finished = true;
-          if (holder.sub) running.delete(holder.sub);
-        };
-        const sub = work(value).subscribe({
-          error: () => {
-            finish();
-            failures++;
-            pending ??= { value };
-            const wait = scheduler.schedule(() => {
-              running.delete(wait);
-              busy = false;
-              // the capture left the world while we waited: nothing is left to retry for
-              if (sourceDone && pending?.value === value) pending = undefined;
-              next();
-            }, retryDelay(failures));
-            running.add(wait);
-          },
-          complete: () => {
-            finish();
-            failures = 0;
-            busy = false;
-            next();
-          },
-        });
-        if (!holder.finished) {
-          holder.sub = sub;
-          running.add(sub);
-        }
-      };
-
+      const serial = new Serial(work, retryDelay, scheduler, () => subscriber.complete());
       const upstream = source.subscribe({
-        next: (value) => {
-          pending = { value };
-          next();
-        },
+        next: (value) => serial.push(value),
         error: (err) => subscriber.error(err),
-        complete: () => {
-          sourceDone = true;
-          next();
-        },
+        complete: () => serial.end(),
       });
       return () => {
         upstream.unsubscribe();
-        for (const s of running) s.unsubscribe();
+        serial.stop();
       };
     });
 }
@@ -253,44 +430,82 @@ export interface PerCaptureOptions<S> {
 }
 
 /**
- * Per capture UID: its decisions, one run at a time on the newest (latestSerially), so two
- * writes for one capture never race while different captures proceed independently.
+ * Per capture UID: its decisions, one run at a time on the newest (Serial), so two writes
+ * for one capture never race while different captures proceed independently. Only
+ * decisions that are new objects are worked on (the decider keeps an unchanged one); with
+ * Decisions.changed only those UIDs are looked at, so a world costs what it changed.
  */
 export function perCapture<S>(opts: PerCaptureOptions<S>): OperatorFunction<Decisions, never> {
-  type Item = { uid: string; decision?: Decision };
+  const scheduler = opts.scheduler ?? asyncScheduler;
+  interface Slot {
+    decision: Decision;
+    serial: Serial<Decision>;
+    state?: S;
+  }
   return (decisions$) =>
-    defer(() => {
-      let last: ReadonlyMap<string, Decision> = new Map();
-      // only decisions that are new objects are worked on (decide keeps an unchanged one);
-      // a capture missing from the newest world gets a closing item
-      const items = (d: Decisions): Item[] => {
-        const out: Item[] = [];
-        for (const [uid, decision] of d.byCapture) if (last.get(uid) !== decision) out.push({ uid, decision });
-        for (const uid of last.keys()) if (!d.byCapture.has(uid)) out.push({ uid });
-        last = d.byCapture;
-        return out;
+    new Observable<never>((subscriber) => {
+      const slots = new Map<string, Slot>();
+      let sourceDone = false;
+      // a capture that left, whose last run has not ended yet
+      const leaving = new Set<Slot>();
+
+      const open = (uid: string, decision: Decision): Slot => {
+        const slot: Slot = {
+          decision,
+          serial: new Serial(
+            (d) => opts.work(d, (slot.state ??= opts.init(d))),
+            opts.retryDelay,
+            scheduler,
+            () => {
+              leaving.delete(slot);
+              if (slot.state !== undefined) opts.dispose?.(slot.state);
+              if (sourceDone && leaving.size === 0) subscriber.complete();
+            },
+          ),
+        };
+        slots.set(uid, slot);
+        return slot;
       };
-      // Closing groups from a subject of our own rather than from the group itself: a
-      // duration selector subscribed to its group counts as a subscriber of that group, and
-      // groupBy then never lets go of its source after the outside unsubscribes.
-      const left$ = new Subject<string>();
-      return decisions$.pipe(
-        mergeMap(items),
-        tap((item) => {
-          if (!item.decision) left$.next(item.uid);
-        }),
-        filter((item): item is Required<Item> => !!item.decision),
-        groupBy((item) => item.uid, { duration: (group) => left$.pipe(filter((uid) => uid === group.key)) }),
-        mergeMap((group) => {
-          let state: S | undefined;
-          return group.pipe(
-            map((item) => item.decision),
-            latestSerially((decision) => opts.work(decision, (state ??= opts.init(decision))), opts.retryDelay, opts.scheduler),
-            finalize(() => {
-              if (state !== undefined) opts.dispose?.(state);
-            }),
-          );
-        }),
-      );
+
+      const see = (uid: string, decision: Decision | undefined) => {
+        const slot = slots.get(uid);
+        if (decision === undefined) {
+          if (!slot) return;
+          slots.delete(uid);
+          leaving.add(slot);
+          slot.serial.end();
+        } else if (!slot) {
+          open(uid, decision).serial.push(decision);
+        } else if (slot.decision !== decision) {
+          slot.decision = decision;
+          slot.serial.push(decision);
+        }
+      };
+
+      const upstream = decisions$.subscribe({
+        next: (d) => {
+          if (d.changed) for (const uid of d.changed) see(uid, d.byCapture.get(uid));
+          else {
+            for (const [uid, decision] of d.byCapture) see(uid, decision);
+            for (const uid of [...slots.keys()]) if (!d.byCapture.has(uid)) see(uid, undefined);
+          }
+        },
+        error: (err) => subscriber.error(err),
+        // every capture's last decision is still worked on; then this completes
+        complete: () => {
+          sourceDone = true;
+          for (const uid of [...slots.keys()]) see(uid, undefined);
+          if (leaving.size === 0) subscriber.complete();
+        },
+      });
+      return () => {
+        upstream.unsubscribe();
+        for (const slot of [...slots.values(), ...leaving]) {
+          slot.serial.stop();
+          if (slot.state !== undefined) opts.dispose?.(slot.state);
+        }
+        slots.clear();
+        leaving.clear();
+      };
     });
 }

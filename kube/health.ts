@@ -1,8 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-
-export type Route = (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>;
 
 export interface OpsServer {
   server: Server;
@@ -12,15 +10,14 @@ export interface OpsServer {
 }
 
 /**
- * /healthz (the process is alive), /readyz (its watches have synced) and /metrics, plus any
- * extra routes a component needs (the agent serves capture files here). One per process.
+ * /healthz (the process is alive), /readyz (its watches have synced) and /metrics, and
+ * nothing else: capture data has a port of its own (agent/data-server.ts). One per process.
  */
 export async function startOpsServer(opts: {
   port: number;
   host?: string;
   registry?: Registry;
   ready: () => boolean;
-  routes?: Route[];
 }): Promise<OpsServer> {
   const registry = opts.registry ?? new Registry();
   collectDefaultMetrics({ register: registry });
@@ -37,7 +34,6 @@ export async function startOpsServer(opts: {
         res.setHeader('content-type', registry.contentType);
         return void res.end(await registry.metrics());
       }
-      for (const route of opts.routes ?? []) if (await route(req, res)) return;
       res.statusCode = 404;
       res.end('not found');
     } catch (err) {

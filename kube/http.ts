@@ -50,6 +50,27 @@ export const APPLY_PATCH = 'application/apply-patch+yaml';
 export const MERGE_PATCH = 'application/merge-patch+json';
 export const JSON_PATCH = 'application/json-patch+json';
 
+/**
+ * client-node's applySecurityAuthentication makes a new undici Agent for every request, so
+ * every request opened a TLS connection of its own and left it open until the idle timeout:
+ * at a few hundred requests a second, hundreds of sockets and secure contexts at once (most
+ * of the controller's memory at 1,000 captures) and a handshake per request on both ends.
+ * One Agent per KubeConfig keeps connections alive and shared; it is replaced now and then
+ * so that a rotated client certificate or CA file still takes effect.
+ */
+export const DISPATCHER_TTL_MS = 10 * 60_000;
+const dispatchers = new WeakMap<KubeConfig, { dispatcher: object; since: number }>();
+
+export function sharedDispatcher(kc: KubeConfig, fresh: object | undefined, now = Date.now()): object | undefined {
+  if (!fresh) return undefined;
+  const cached = dispatchers.get(kc);
+  if (cached && now - cached.since < DISPATCHER_TTL_MS) return cached.dispatcher;
+  // requests still running on the old one finish first
+  if (cached) void (cached.dispatcher as { close?: () => Promise<void> }).close?.().catch(() => undefined);
+  dispatchers.set(kc, { dispatcher: fresh, since: now });
+  return fresh;
+}
+
 /** The URL, credentials and TLS dispatcher of one request: the one place for auth and TLS. */
 async function prepare(kc: KubeConfig, method: keyof typeof HttpMethod, path: string, query: RequestOptions['query']) {
   const cluster = kc.getCurrentCluster();
@@ -58,7 +79,7 @@ async function prepare(kc: KubeConfig, method: keyof typeof HttpMethod, path: st
   for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
   const ctx = new RequestContext(url.toString(), HttpMethod[method]);
   await kc.applySecurityAuthentication(ctx);
-  return { url, headers: { ...ctx.getHeaders() }, dispatcher: ctx.getDispatcher() as never };
+  return { url, headers: { ...ctx.getHeaders() }, dispatcher: sharedDispatcher(kc, ctx.getDispatcher() as object | undefined) as never };
 }
 
 /** The API server's Status (or the raw text) of a failed answer, as a KubeError. */

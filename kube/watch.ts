@@ -1,4 +1,5 @@
 import { KubeConfig, Watch } from '@kubernetes/client-node';
+import { Map as PersistentMap } from 'immutable';
 import { Observable } from 'rxjs';
 import { KubeError, kubeRequest } from './http.ts';
 import type { Logger } from './log.ts';
@@ -17,10 +18,127 @@ export interface KubeObject {
   };
 }
 
-/** Every object of a kind the watch can see, keyed by UID; a new map for every change. */
+/** Every object of a kind the watch can see, keyed by UID. Never changes once emitted. */
 export type Snapshot<T> = ReadonlyMap<string, T>;
 
-export interface WatchOptions {
+/** How many versions back changedKeys can name a watch's changes without comparing whole snapshots. */
+export const CHANGE_HISTORY = 4096;
+
+/**
+ * The keys each version of one watch changed, from one list on (a relist starts a new
+ * History: its versions are not related to the ones before). Only the last CHANGE_HISTORY
+ * are kept, so a consumer that fell further behind compares snapshots instead.
+ */
+class History {
+  private keys: string[] = [];
+  /** the version whose change keys[0] is */
+  private first: number;
+
+  constructor(readonly listed: number) {
+    this.first = listed + 1;
+  }
+
+  record(key: string): number {
+    this.keys.push(key);
+    // dropping in halves keeps recording amortised O(1)
+    if (this.keys.length >= 2 * CHANGE_HISTORY) {
+      this.keys = this.keys.slice(CHANGE_HISTORY);
+      this.first += CHANGE_HISTORY;
+    }
+    return this.first + this.keys.length - 1;
+  }
+
+  /** The keys versions (from, to] changed, or undefined once some of them are forgotten. */
+  between(from: number, to: number): Set<string> | undefined {
+    if (from + 1 < this.first || to < from) return undefined;
+    return new Set(this.keys.slice(from + 1 - this.first, to + 1 - this.first));
+  }
+}
+
+/**
+ * One version of a watched kind. An event makes the next version from the last one in
+ * O(log n), sharing everything else with it (immutable.js' hash array mapped trie), so a
+ * consumer may hold any version as long as it likes and never pays for a copy of the cache.
+ */
+class WatchSnapshot<T> implements Snapshot<T> {
+  constructor(
+    readonly items: PersistentMap<string, T>,
+    readonly history: History,
+    readonly version: number,
+  ) {}
+
+  get size(): number {
+    return this.items.size;
+  }
+  get(key: string): T | undefined {
+    return this.items.get(key);
+  }
+  has(key: string): boolean {
+    return this.items.has(key);
+  }
+  *keys(): MapIterator<string> {
+    yield* this.items.keys();
+  }
+  *values(): MapIterator<T> {
+    yield* this.items.values();
+  }
+  *entries(): MapIterator<[string, T]> {
+    yield* this.items.entries();
+  }
+  [Symbol.iterator](): MapIterator<[string, T]> {
+    return this.entries();
+  }
+  forEach(callback: (value: T, key: string, map: Snapshot<T>) => void, thisArg?: unknown): void {
+    for (const [key, value] of this.items) callback.call(thisArg, value, key, this);
+  }
+
+  with(key: string, value: T | undefined): WatchSnapshot<T> {
+    const items = value === undefined ? this.items.delete(key) : this.items.set(key, value);
+    return new WatchSnapshot(items, this.history, this.history.record(key));
+  }
+}
+
+/**
+ * The snapshot a list makes: a new History, so changedKeys never takes the versions before
+ * a relist for neighbours of the ones after it.
+ */
+export function listedSnapshot<T extends KubeObject>(items: Iterable<T>, after?: Snapshot<T>): Snapshot<T> {
+  const version = after instanceof WatchSnapshot ? after.version + 1 : 1;
+  const map = PersistentMap<string, T>().withMutations((m) => {
+    for (const item of items) m.set(item.metadata.uid, item);
+  });
+  return new WatchSnapshot(map, new History(version), version);
+}
+
+/** The snapshot after one watch event: `obj` stored under its UID, or removed for DELETED. */
+export function afterEvent<T extends KubeObject>(snapshot: Snapshot<T>, type: 'ADDED' | 'MODIFIED' | 'DELETED', obj: T): Snapshot<T> {
+  const base = snapshot instanceof WatchSnapshot ? (snapshot as WatchSnapshot<T>) : (listedSnapshot(snapshot.values()) as WatchSnapshot<T>);
+  return base.with(obj.metadata.uid, type === 'DELETED' ? undefined : obj);
+}
+
+/** The keys whose value differs between two snapshots: the whole of both compared, by reference. */
+function differingKeys<T>(older: Snapshot<T>, newer: Snapshot<T>): Set<string> {
+  const keys = new Set<string>();
+  for (const [key, value] of newer) if (older.get(key) !== value) keys.add(key);
+  for (const key of older.keys()) if (!newer.has(key)) keys.add(key);
+  return keys;
+}
+
+/**
+ * The keys (UIDs) added, changed or removed from `older` to `newer`. For two versions of
+ * one watch this costs what the events between them changed, not the size of the kind;
+ * any other pair (a relist between them, or plain Maps in tests) is compared whole.
+ */
+export function changedKeys<T>(older: Snapshot<T>, newer: Snapshot<T>): ReadonlySet<string> {
+  if (older === newer) return new Set();
+  if (older instanceof WatchSnapshot && newer instanceof WatchSnapshot && older.history === newer.history) {
+    const keys = newer.history.between(older.version, newer.version);
+    if (keys) return keys;
+  }
+  return differingKeys(older, newer);
+}
+
+export interface WatchOptions<T extends KubeObject = KubeObject> {
   /** collection path, e.g. /api/v1/pods or /apis/packetcapture.dev/v1alpha1/packetcaptures */
   path: string;
   fieldSelector?: string;
@@ -40,10 +158,24 @@ export interface WatchOptions {
   log?: Logger;
   /** called for every raw watch event; benchmarks use it to measure delivery latency */
   onEvent?: (type: string, obj: unknown) => void;
+  /**
+   * What of each object to keep (controller-runtime's cache transforms): the cache holds
+   * only what the consumer reads, not managedFields, container specs and the like. Gets
+   * the object as the API server sent it; may return it as it is.
+   */
+  transform?: (obj: T) => T;
+  /** objects per page of a list (default LIST_PAGE_SIZE) */
+  pageSize?: number;
 }
 
+/**
+ * client-go's reflector pages its lists by 500 too: a kind of 30,000 pods then never sits
+ * in memory twice over (as one answer's text and its parse) next to the cache it fills.
+ */
+export const LIST_PAGE_SIZE = 500;
+
 interface ListResponse<T> {
-  metadata: { resourceVersion: string };
+  metadata: { resourceVersion: string; continue?: string };
   items: T[];
 }
 
@@ -83,7 +215,7 @@ export function watchFailure(err: unknown): 'expired' | 'silent' | 'failed' {
  * decides on a half-filled cache. A 410 Gone (watch expired, etcd compacted) relists; any
  * other failure re-opens the watch after a backoff; the stream itself never errors.
  */
-export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: WatchOptions): Observable<Snapshot<T>> {
+export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: WatchOptions<T>): Observable<Snapshot<T>> {
   return new Observable<Snapshot<T>>((subscriber) => {
     const initialBackoff = opts.backoffMs ?? 500;
     const silentMs = opts.silentMs ?? SILENT_WATCH_MS;
@@ -92,11 +224,12 @@ export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: Watch
     let closed = false;
     let abort: AbortController | undefined;
     let wake: (() => void) | undefined;
-    let items = new Map<string, T>();
+    const keep = opts.transform ?? ((obj: T) => obj);
+    let snapshot: Snapshot<T> = new Map();
     let resourceVersion: string | undefined;
     let backoff = initialBackoff;
 
-    const emit = () => subscriber.next(new Map(items));
+    const emit = () => subscriber.next(snapshot);
     const sleep = (ms: number) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, ms);
@@ -107,9 +240,20 @@ export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: Watch
       });
 
     const list = async () => {
-      const res = await kubeRequest<ListResponse<T>>(kc, 'GET', opts.path, { query });
-      items = new Map(res.items.map((item) => [item.metadata.uid, item]));
-      resourceVersion = res.metadata.resourceVersion;
+      let listedVersion: string | undefined;
+      let page: string | undefined;
+      const items: T[] = [];
+      do {
+        // every page is read at the first page's resourceVersion: together they are one consistent list
+        const res = await kubeRequest<ListResponse<T>>(kc, 'GET', opts.path, {
+          query: { ...query, limit: opts.pageSize ?? LIST_PAGE_SIZE, continue: page },
+        });
+        for (const item of res.items) items.push(keep(item));
+        listedVersion ??= res.metadata.resourceVersion;
+        page = res.metadata.continue || undefined;
+      } while (page !== undefined);
+      snapshot = listedSnapshot(items, snapshot);
+      resourceVersion = listedVersion;
       emit();
     };
 
@@ -141,8 +285,7 @@ export function watchSnapshots<T extends KubeObject>(kc: KubeConfig, opts: Watch
               if (o.metadata?.resourceVersion) resourceVersion = o.metadata.resourceVersion;
               if (type === 'BOOKMARK') return;
               backoff = initialBackoff;
-              if (type === 'DELETED') items.delete(o.metadata.uid);
-              else items.set(o.metadata.uid, o);
+              snapshot = afterEvent(snapshot, type as 'ADDED' | 'MODIFIED' | 'DELETED', type === 'DELETED' ? o : keep(o));
               emit();
             },
             (err: unknown) => (err ? reject(err) : resolve()),

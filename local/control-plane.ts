@@ -635,6 +635,11 @@ async function startControllers(cp: LocalControlPlane, kcmPort: number, schedule
 
 /** The namespace of the packet-capture API's Service on a local control plane. */
 const LOCAL_API_NAMESPACE = 'kube-system';
+/**
+ * Where the local packet-capture API keeps its data CA (apiserver/data-ca.ts): agents of a
+ * local cluster, whatever namespace their Lease is in, read their trust from here.
+ */
+export const LOCAL_TRUST_NAMESPACE = LOCAL_API_NAMESPACE;
 
 /**
  * The packet-capture API on the machine's address (the aggregator refuses loopback
@@ -642,10 +647,11 @@ const LOCAL_API_NAMESPACE = 'kube-system';
  * endpoints name it, and the users' roles (packet-capture-edit, -view) from dist/.
  */
 async function servePacketCaptureApi(cp: LocalControlPlane): Promise<() => Promise<void>> {
-  const [{ hostAddress }, { startApiServer }, { loadRequestHeaderConfig }, { APISERVICE_NAME }, { applyObjects, readManifests }, { createLogger }] = await Promise.all([
+  const [{ hostAddress }, { startApiServer }, { loadRequestHeaderConfig }, { DataCredentials }, { APISERVICE_NAME }, { applyObjects, readManifests }, { createLogger }] = await Promise.all([
     import('./start.ts'),
     import('../apiserver/server.ts'),
     import('../apiserver/main.ts'),
+    import('../apiserver/data-ca.ts'),
     import('../apiserver/api.ts'),
     import('../kube/apply.ts'),
     import('../kube/log.ts'),
@@ -660,15 +666,18 @@ async function servePacketCaptureApi(cp: LocalControlPlane): Promise<() => Promi
   const service = (apiService as { spec?: { service?: { name: string } } } | undefined)?.spec?.service?.name;
   if (!apiService || !service) throw new Error('dist/ has no APIService; run npm run synth');
   const serving = await issueServingCert(cp.pki, `${service}.${LOCAL_API_NAMESPACE}.svc`, [`DNS:${service}.${LOCAL_API_NAMESPACE}.svc`]);
+  const log = createLogger('apiserver', {}, await logDestination(join(cp.dataDir, 'packet-capture-api.log')));
+  const data = await DataCredentials.start({ kubeConfig: kc, namespace: LOCAL_TRUST_NAMESPACE, log });
   const api = await startApiServer({
     kubeConfig: kc,
     systemNamespace: undefined,
+    dataClient: () => data.current(),
     cert: await readFile(serving.cert, 'utf8'),
     key: await readFile(serving.key, 'utf8'),
     requestHeader: await loadRequestHeaderConfig(kc),
     port: 0,
     host: address,
-    log: createLogger('apiserver', {}, await logDestination(join(cp.dataDir, 'packet-capture-api.log'))),
+    log,
   });
   const ports = [{ name: 'https', port: api.port, protocol: 'TCP' }];
   const meta = { name: service, namespace: LOCAL_API_NAMESPACE };
@@ -703,7 +712,10 @@ async function servePacketCaptureApi(cp: LocalControlPlane): Promise<() => Promi
     if (available?.status !== 'True') throw new Error(`not Available: ${available?.message ?? 'no condition yet'}`);
     return true;
   });
-  return () => api.close();
+  return async () => {
+    data.close();
+    await api.close();
+  };
 }
 
 const logDestination = async (path: string) => (await import('pino')).default.destination({ dest: path, sync: false });

@@ -407,14 +407,23 @@ export class SimulatedNode {
    * so the node lifts it itself, or the scheduler would never place a pod here.
    */
   private async removeNotReadyTaint(path: string): Promise<void> {
-    const node = await kubeRequest<{ metadata: { resourceVersion: string }; spec?: { taints?: { key: string }[] } }>(this.kc, 'GET', path);
-    const taints = node.spec?.taints ?? [];
-    const kept = taints.filter((t) => t.key !== NOT_READY_TAINT);
-    if (kept.length === taints.length) return;
-    await kubeRequest(this.kc, 'PATCH', path, {
-      contentType: MERGE_PATCH,
-      body: { metadata: { resourceVersion: node.metadata.resourceVersion }, spec: { taints: kept } },
-    });
+    // The node lifecycle controller edits the taints of a node that just turned Ready at the
+    // same time: the write is conditional on what was read, and read again when it lost.
+    for (let attempt = 1; ; attempt++) {
+      const node = await kubeRequest<{ metadata: { resourceVersion: string }; spec?: { taints?: { key: string }[] } }>(this.kc, 'GET', path);
+      const taints = node.spec?.taints ?? [];
+      const kept = taints.filter((t) => t.key !== NOT_READY_TAINT);
+      if (kept.length === taints.length) return;
+      try {
+        await kubeRequest(this.kc, 'PATCH', path, {
+          contentType: MERGE_PATCH,
+          body: { metadata: { resourceVersion: node.metadata.resourceVersion }, spec: { taints: kept } },
+        });
+        return;
+      } catch (err) {
+        if (!isConflict(err) || attempt >= 10) throw err;
+      }
+    }
   }
 
   private async renewLease(nodeUid: string): Promise<void> {

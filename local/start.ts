@@ -17,7 +17,7 @@ import { configuredCluster, loadKubeConfig } from '../kube/client.ts';
 import { isNotFound, kubeRequest } from '../kube/http.ts';
 import { createLogger, type Logger } from '../kube/log.ts';
 import { kubectlFor } from './cluster.ts';
-import { startControlPlane, type ControlPlane } from './control-plane.ts';
+import { LOCAL_TRUST_NAMESPACE, startControlPlane, type ControlPlane } from './control-plane.ts';
 import { SimulatedNode } from './node.ts';
 import { AGENT, LOCAL_CLUSTER, provision, REAL_NODE, systemIO, type Setup } from './provision.ts';
 
@@ -63,7 +63,7 @@ export interface LocalClusterOptions {
   dataDir: string;
   /** where the admin kubeconfig goes when a control plane is started here */
   kubeconfigPath?: string;
-  /** run on this control plane instead of starting one; it must run a scheduler and controller-manager */
+  /** run on this local control plane (local/control-plane.ts) instead of starting one; it must run a scheduler, controller-manager and the packet-capture API */
   kubeConfig?: KubeConfig;
   systemNamespace?: string;
   /** node i gets 10.244.<subnetBase + i>.0/24 */
@@ -189,6 +189,8 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
         nodeName: node.name,
         dataDir,
         namespace: systemNamespace,
+        // the packet-capture API of a local control plane keeps its data CA there
+        trustNamespace: LOCAL_TRUST_NAMESPACE,
         metricsPort: 0,
         log: log('agent', { node: node.name }),
       });

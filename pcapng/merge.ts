@@ -1,7 +1,9 @@
 // Many capture files, one timeline: the packets of every file in timestamp order, one
 // interface per pod instance (the files' interface name, `<pod>/<uid>`), so Wireshark
 // shows which instance each packet came from. Files are read as streams, so a capture of
-// any size merges in little memory; each file is already in time order.
+// any size merges in little memory. Each file is in capture order, which is time order up to
+// the sub-microsecond inversions of packets timestamped on different CPUs; the merge keeps
+// each file's order and takes the earliest head across files.
 
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';

@@ -13,7 +13,7 @@ import { CONTROLLER_LEASE } from '../controller/main.ts';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec } from '../crds/packetcapture.ts';
 import { isNotFound, kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import { createLogger } from '../kube/log.ts';
-import { startControlPlane, type ControlPlane } from '../local/control-plane.ts';
+import { LOCAL_TRUST_NAMESPACE, startControlPlane, type ControlPlane } from '../local/control-plane.ts';
 import { inNetns, runnableScript } from '../local/fabric.ts';
 import { createHost, type Host } from '../local/netns-host.ts';
 import { SimulatedNode } from '../local/node.ts';
@@ -154,7 +154,7 @@ export class SoakCluster {
 
   async startAgent(): Promise<void> {
     const agent = this.track(
-      Component.start(`agent-${++this.incarnations}`, ['agent', '--node-name', this.node.name, '--kubeconfig', this.cp.kubeconfigPath, '--data-dir', this.dataDir, '--namespace', SYSTEM_NAMESPACE, '--metrics-port', '0']),
+      Component.start(`agent-${++this.incarnations}`, ['agent', '--node-name', this.node.name, '--kubeconfig', this.cp.kubeconfigPath, '--data-dir', this.dataDir, '--namespace', SYSTEM_NAMESPACE, '--trust-namespace', LOCAL_TRUST_NAMESPACE, '--metrics-port', '0', '--data-port', '0']),
     );
     await agent.waitLog((r) => r.msg === 'agent started');
     this.agent = agent;

@@ -8,7 +8,9 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { subresourcePath } from '../../apiserver/api.ts';
 import { REASONS } from '../../crds/packetcapture.ts';
+import { kubeRequest } from '../../kube/http.ts';
 import { createHost, udpFlood, type Host } from '../../local/netns-host.ts';
 import { SimulatedNode } from '../../local/node.ts';
 import { cluster, useNamespace } from '../support/cluster.ts';
@@ -126,13 +128,16 @@ describe.runIf(agentE2eAvailable)('agent process killed and restarted', () => {
     expect(old.endReason).toBe(REASONS.AgentRestart);
     await vi.waitFor(async () => expect((await tcpdumpsOf(dataDir)).map((t) => t.netns)).toEqual([inode]), WAIT);
 
-    // the earlier file is intact, and the agent lists it next to the new session's
+    // the earlier file is intact, and the restarted agent lists it next to the new session's
+    // (through the packet-capture API, the only client its data port admits)
     expect((await stat(file!)).size).toBe(size);
     expect(await packetCount(file!)).toBe(packets);
-    const listing = (await (await fetch(`http://127.0.0.1:${second.port}/files/${ns.name}/restart/${pod.uid}`)).json()) as {
-      sessions: { id: string; bytes: number }[];
-    };
-    expect(listing.sessions.map((s) => s.id).sort()).toEqual([before.id, after.id].sort());
+    const listing = await vi.waitFor(async () => {
+      const got = await kubeRequest<{ nodes: { node: string; pods: { podUID: string; sessions: { id: string; bytes: number }[] }[] }[] }>(kc(), 'GET', subresourcePath(ns.name, 'restart', 'files'));
+      const instance = got.nodes.find((n) => n.node === nodeName)?.pods.find((p) => p.podUID === pod.uid);
+      expect(instance?.sessions.map((s) => s.id).sort()).toEqual([before.id, after.id].sort());
+      return instance!;
+    }, WAIT);
     expect(listing.sessions.find((s) => s.id === before.id)!.bytes).toBe(size);
 
     await deleteCapture(kc(), ns.name, 'restart');

@@ -3,6 +3,7 @@
 // process, capture files fetched through the packet-capture API (aggregated by the API server)
 // and read by tshark.
 
+import { X509Certificate } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
 import { parse, stringify } from 'yaml';
 import { agentLeaseName } from '../../agent/lease.ts';
-import { DATA_URL_ANNOTATION } from '../../agent/serve.ts';
+import { DATA_CERT_ANNOTATION, DATA_URL_ANNOTATION } from '../../agent/serve.ts';
+import { pemCertificates } from '../../kube/certificates.ts';
 import { kubeRequest } from '../../kube/http.ts';
 import { checkFile, readPcap } from '../../local/demo.ts';
 import { createHost, tcpRequests, type Host } from '../../local/netns-host.ts';
@@ -93,14 +95,16 @@ describe.runIf(agentE2eAvailable)('kubectl-pcap on the local cluster', () => {
     await rm(outDir, { recursive: true, force: true });
   });
 
-  it('publishes each agent on its Lease with the URL the packet-capture API reaches it at', async () => {
+  it('publishes each agent on its Lease with the URL and the certificate the packet-capture API reaches it by', async () => {
     for (const node of nodeNames()) {
       const lease = await kubeRequest<{ metadata: { annotations?: Record<string, string> } }>(
         kc(),
         'GET',
         `/apis/coordination.k8s.io/v1/namespaces/${ns.name}/leases/${agentLeaseName(node)}`,
       );
-      expect(lease.metadata.annotations?.[DATA_URL_ANNOTATION]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(lease.metadata.annotations?.[DATA_URL_ANNOTATION]).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const [cert] = pemCertificates(lease.metadata.annotations?.[DATA_CERT_ANNOTATION] ?? '');
+      expect(new X509Certificate(cert!).checkIP('127.0.0.1')).toBe('127.0.0.1');
     }
   });
 

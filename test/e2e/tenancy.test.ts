@@ -10,13 +10,37 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
-import { kubeRequest } from '../../kube/http.ts';
-import { createHost, tcpRequests, type Host } from '../../local/netns-host.ts';
+import { subresourcePath } from '../../apiserver/api.ts';
+import { kubeRequest, kubeStream } from '../../kube/http.ts';
+import { HOST_FABRIC_ADDRESS } from '../../local/fabric.ts';
+import { createHost, exec, tcpRequests, type Host } from '../../local/netns-host.ts';
 import { startLocalCluster, type LocalCluster } from '../../local/start.ts';
 import { cluster, useNamespace } from '../support/cluster.ts';
 import { agentE2eAvailable, createCapture, createPod, deleteCapture, deletePod, randomHostAddress, waitSession, WAIT } from './support/agent-harness.ts';
 
 const run = promisify(execFile);
+const PCAPNG_MAGIC = '0a0d0d0a';
+// Runs in a pod's network namespace: one GET per URL, TLS without a client certificate (and
+// without checking the server's, to see whatever it would hand out); prints status and the
+// first bytes of each answer, or the error.
+const DIRECT_GETS = `
+const get = (url) => new Promise((resolve) => {
+  const mod = require(url.startsWith('https:') ? 'node:https' : 'node:http');
+  const req = mod.get(url, { rejectUnauthorized: false, timeout: 5000 }, (res) => {
+    const done = (head) => { res.destroy(); resolve({ url, status: res.statusCode, head }); };
+    res.once('data', (chunk) => done(chunk.subarray(0, 4).toString('hex')));
+    res.once('end', () => done(''));
+    setTimeout(() => done(''), 2000);
+  });
+  req.on('timeout', () => req.destroy(new Error('timeout')));
+  req.on('error', (err) => resolve({ url, error: err.code || err.message }));
+});
+(async () => {
+  const out = [];
+  for (const url of JSON.parse(process.argv[1])) out.push(await get(url));
+  console.log(JSON.stringify(out));
+})();
+`;
 const REPO = resolve(import.meta.dirname, '../..');
 const PLUGIN = join(REPO, 'bin', 'kubectl-pcap.mjs');
 // node subnets 10.244.71.0/24 and .72.0/24 are this file's
@@ -110,6 +134,49 @@ describe.runIf(agentE2eAvailable)('tenancy on the local cluster', () => {
       await exited;
     }
   }, 240_000);
+
+  it("from a pod's network, the agents' ports give no capture data to anyone but the packet-capture API, on any route", async () => {
+    const pod = await createPod(kc(), a.name, 'direct-0', nodes()[0]!);
+    await createCapture(kc(), a.name, 'direct', { target: { podName: 'direct-0' }, filter: { protocol: 'TCP', port: 80 } });
+    await waitSession(kc(), a.name, 'direct', (s) => s.podUID === pod.uid && s.state === 'Running', 'running');
+    expect((await tcpRequests(host!, pod.ip, 80, 5)).ok).toBe(5);
+    // what the API serves an editor: the routes below are real, with data behind them
+    const erin = await cluster().mintKubeconfig({ user: 'erin' });
+    const listing = await vi.waitFor(async () => {
+      const got = await kubeRequest<{ nodes: { pods: { podUID: string; sessions: { id: string; files: { name: string; size: number }[] }[] }[] }[] }>(erin, 'GET', subresourcePath(a.name, 'direct', 'files'));
+      const file = got.nodes[0]?.pods[0]?.sessions[0]?.files.find((f) => f.size > 200);
+      expect(file).toBeDefined();
+      return { session: got.nodes[0]!.pods[0]!.sessions[0]!.id, file: file!.name };
+    }, WAIT);
+    const viaApi = await kubeStream(erin, subresourcePath(a.name, 'direct', 'files', pod.uid, listing.session, listing.file));
+    expect(Buffer.from(await new Response(viaApi.body).arrayBuffer()).subarray(0, 4).toString('hex')).toBe(PCAPNG_MAGIC);
+
+    const routes = [
+      `/files/${a.name}/direct`,
+      `/files/${a.name}/direct/${pod.uid}`,
+      `/files/${a.name}/direct/${pod.uid}/${listing.session}`,
+      `/files/${a.name}/direct/${pod.uid}/${listing.session}/${listing.file}`,
+      `/stream/${a.name}/direct`,
+    ];
+    // the agents listen on every address of the machine, so a pod reaches them at the machine's
+    const targets = local!.agents.flatMap((agent) => [
+      ...routes.flatMap((route) => [`https://${HOST_FABRIC_ADDRESS}:${agent.dataPort}${route}`, `http://${HOST_FABRIC_ADDRESS}:${agent.dataPort}${route}`]),
+      ...routes.map((route) => `http://${HOST_FABRIC_ADDRESS}:${agent.port}${route}`),
+      `http://${HOST_FABRIC_ADDRESS}:${agent.port}/healthz`,
+    ]);
+    const answers = JSON.parse(await exec(host!, [process.execPath, '-e', DIRECT_GETS, JSON.stringify(targets)])) as { url: string; status?: number; error?: string; head?: string }[];
+    expect(answers).toHaveLength(targets.length);
+    const agentPorts = local!.agents.map((agent) => agent.port);
+    for (const answer of answers) {
+      const { port, pathname } = new URL(answer.url);
+      if (pathname === '/healthz') expect(answer, 'the ops port is reachable from the pod: the refusals below are not a routing failure').toMatchObject({ status: 200 });
+      else if (agentPorts.includes(Number(port))) expect(answer, 'the ops port serves no data').toMatchObject({ status: 404 });
+      // the data port: no certificate, no TLS session (and plain HTTP is no TLS at all)
+      else expect(answer.status, JSON.stringify(answer)).toBeUndefined();
+      expect(answer.head).not.toBe(PCAPNG_MAGIC);
+    }
+    await deleteCapture(kc(), a.name, 'direct');
+  }, 120_000);
 
   it("the same editor is forbidden b's capture through the plugin, fetch and stream alike", async () => {
     for (const command of ['fetch', 'stream']) {

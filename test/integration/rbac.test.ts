@@ -3,9 +3,13 @@
 // through edit and admin only, and each
 // component's ServiceAccount can do its job and nothing a compromise would want.
 
+import { X509Certificate } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { API_GROUP, SUBRESOURCES } from '../../apiserver/api.ts';
+import { API_GROUP, DATA_CA_NAME, SUBRESOURCES } from '../../apiserver/api.ts';
+import { DataCredentials, readDataCaBundle } from '../../apiserver/data-ca.ts';
+import { pemCertificates } from '../../kube/certificates.ts';
 import { API_VERSION, GROUP, KIND, PLURAL, agentFieldManager } from '../../crds/packetcapture.ts';
 import { APPLY_PATCH, KubeError, kubeRequest, MERGE_PATCH } from '../../kube/http.ts';
 import {
@@ -160,6 +164,31 @@ describe.runIf(controlPlaneAvailable)('RBAC from dist/', () => {
     );
     await expectForbidden(kubeRequest(agent, 'GET', `/api/v1/namespaces/${ns.name}/secrets`));
     await expectForbidden(kubeRequest(agent, 'GET', '/api/v1/secrets'));
+  });
+
+  it("the API's ServiceAccount makes the data CA; the agent's reads its certificates, never its key", async () => {
+    const deployment = objects.find((o) => o.kind === 'Deployment' && o.metadata?.name === 'packet-capture-api') as PodTemplateOwner;
+    const api = { namespace: deployment.metadata.namespace, name: deployment.spec.template.spec.serviceAccountName! };
+    const apiKc = await cluster().serviceAccountKubeconfig(api.namespace, api.name);
+    const agentAccount = serviceAccountOf(objects, 'DaemonSet');
+    const agentKc = await cluster().serviceAccountKubeconfig(agentAccount.namespace, agentAccount.name);
+    const log = pino({ level: 'silent' });
+    const made = await DataCredentials.start({ kubeConfig: apiKc, namespace: api.namespace, log });
+    try {
+      const bundle = await readDataCaBundle(agentKc, api.namespace);
+      expect(bundle).toBeDefined();
+      expect(new X509Certificate(made.current().cert).checkIssued(new X509Certificate(pemCertificates(bundle!)[0]!))).toBe(true);
+      // a second start (a restart, another replica) keeps the CA: agents trust it already
+      const again = await DataCredentials.start({ kubeConfig: apiKc, namespace: api.namespace, log });
+      again.close();
+      expect(await readDataCaBundle(agentKc, api.namespace)).toBe(bundle);
+      await expectForbidden(kubeRequest(agentKc, 'GET', `/api/v1/namespaces/${api.namespace}/secrets/${DATA_CA_NAME}`));
+      await expectForbidden(kubeRequest(apiKc, 'GET', `/api/v1/namespaces/${api.namespace}/secrets`));
+      await expectForbidden(kubeRequest(apiKc, 'GET', `/api/v1/namespaces/${api.namespace}/configmaps`));
+    } finally {
+      made.close();
+      for (const kind of ['secrets', 'configmaps']) await kubeRequest(cluster().kubeConfig, 'DELETE', `/api/v1/namespaces/${api.namespace}/${kind}/${DATA_CA_NAME}`).catch(() => undefined);
+    }
   });
 
   it("the controller's ServiceAccount can read pods but neither create them nor exec into them", async () => {

@@ -2,7 +2,7 @@
 // shared control plane serves and registers as its APIService (local/control-plane.ts), behind
 // the real API server, which authenticates the user and forwards the identity; the API
 // authorizes each request in the capture's namespace and reads the files from a real agent
-// file server (agent/serve.ts) that announces itself on its presence Lease.
+// data port (agent/data-server.ts, mutual TLS) that announces itself on its presence Lease.
 
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -12,14 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { API_GROUP, API_VERSION, APISERVICE_NAME, subresourcePath } from '../../apiserver/api.ts';
-import { AGENT_LEASE_LABEL } from '../../controller/agents.ts';
 import { makeSessionDir } from '../../agent/files.ts';
-import { microTime } from '../../agent/lease.ts';
-import { DATA_URL_ANNOTATION, filesRoute } from '../../agent/serve.ts';
 import { API_VERSION as PC_API_VERSION, KIND, PLURAL } from '../../crds/packetcapture.ts';
-import { startOpsServer, type OpsServer } from '../../kube/health.ts';
+import { serveCaptureFiles } from '../../local/files-agent.ts';
 import { KubeError, kubeRequest, kubeStream } from '../../kube/http.ts';
 import { cluster, controlPlaneAvailable, installCrds, useNamespace } from '../support/cluster.ts';
 
@@ -36,7 +34,7 @@ describe.runIf(controlPlaneAvailable)('captures are private to their namespace',
   const b = useNamespace('tenancy-b');
   const system = useNamespace('tenancy-system');
   let dataDir = '';
-  let agent: OpsServer;
+  let agent: Awaited<ReturnType<typeof serveCaptureFiles>> | undefined;
   let erin: KubeConfig;
   let victor: KubeConfig;
   const payload = randomBytes(3 * 1024 * 1024 + 17);
@@ -68,15 +66,7 @@ describe.runIf(controlPlaneAvailable)('captures are private to their namespace',
     await installCrds(kc);
     dataDir = await mkdtemp(join(tmpdir(), 'tenancy-data-'));
     await Promise.all([writeCapture(a.name), writeCapture(b.name)]);
-    agent = await startOpsServer({ port: 0, host: '127.0.0.1', ready: () => true, routes: [filesRoute(dataDir)] });
-    await kubeRequest(kc, 'POST', `/apis/coordination.k8s.io/v1/namespaces/${system.name}/leases`, {
-      body: {
-        apiVersion: 'coordination.k8s.io/v1',
-        kind: 'Lease',
-        metadata: { name: 'agent-tenancy-node', labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: { [DATA_URL_ANNOTATION]: `http://127.0.0.1:${agent.port}` } },
-        spec: { holderIdentity: `${system.name}-node`, leaseDurationSeconds: 3600, renewTime: microTime(new Date()) },
-      },
-    });
+    agent = await serveCaptureFiles(kc, { dataDir, leaseNamespace: system.name, node: `${system.name}-node`, log: pino({ level: 'silent' }) });
     await Promise.all([bind(a.name, 'edit', 'erin'), bind(a.name, 'view', 'victor'), bind(a.name, 'edit', `${a.name}-editors`, 'Group')]);
     [erin, victor] = await Promise.all([cluster().mintKubeconfig({ user: 'erin' }), cluster().mintKubeconfig({ user: 'victor' })]);
   });

@@ -5,7 +5,7 @@
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_DATA_DIR, type SessionStatus } from '../../crds/packetcapture.ts';
 import { applyObjects } from '../../kube/apply.ts';
@@ -230,6 +230,24 @@ describe.runIf(realNodeAvailable)('a real node: kubelet + containerd running dis
       const listed = (await complete('find', [out, '-name', 'capture-*.pcapng', '-type', 'f'])).stdout.split('\n').filter(Boolean);
       const onDisk = (await sessionsOnDisk(DEFAULT_DATA_DIR, ns.name, 'web')).filter((s) => s.files.length > 0);
       expect(listed.length).toBeGreaterThanOrEqual(onDisk.length);
+
+      // ...while a pod that asks the agent itself gets nothing: no TLS, no data, on any route
+      const ip = (await agentPod()).status!.podIP!;
+      const session = onDisk.find((s) => s.podUID === uid)!;
+      const file = basename(session.files[0]!);
+      const routes = [`/files/${ns.name}/web`, `/files/${ns.name}/web/${uid}`, `/files/${ns.name}/web/${uid}/${session.sessionId}`, `/files/${ns.name}/web/${uid}/${session.sessionId}/${file}`, `/stream/${ns.name}/web`];
+      const urls = [...routes.flatMap((r) => [`http://${ip}:8444${r}`, `http://${ip}:8081${r}`]), `http://${ip}:8081/healthz`];
+      const script = urls.map((u) => `out=$(/bin/busybox timeout 3 /bin/busybox wget -q -O - ${u} 2>/dev/null); echo "$? \${#out} ${u}"`).join('; ');
+      const answers = (await kubectl(['exec', '-n', ns.name, 'client', '--', '/bin/busybox', 'sh', '-c', script])).trim().split('\n').map((line) => {
+        const [rc, bytes, url] = line.split(' ');
+        return { rc: Number(rc), bytes: Number(bytes), url: url! };
+      });
+      expect(answers.map((a) => a.url)).toEqual(urls);
+      for (const answer of answers) {
+        if (answer.url.endsWith('/healthz')) expect(answer, 'the agent is reachable from the pod').toMatchObject({ rc: 0, bytes: 2 });
+        else expect(answer, 'no data without the API component').toMatchObject({ bytes: 0 });
+        if (!answer.url.endsWith('/healthz')) expect(answer.rc).not.toBe(0);
+      }
     } finally {
       await rm(out, { recursive: true, force: true });
     }

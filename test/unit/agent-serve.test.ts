@@ -1,11 +1,11 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSessionDir } from '../../agent/files.ts';
 import { filesRoute, parseRange } from '../../agent/serve.ts';
-import { startOpsServer, type OpsServer } from '../../kube/health.ts';
 
 const UID = '6f1c7f0e-3b1a-4d2c-9e55-0a1b2c3d4e5f';
 
@@ -29,9 +29,11 @@ describe('parseRange', () => {
 
 describe('/files routes', () => {
   let dataDir: string;
-  let server: OpsServer;
+  // the routes alone, over plain HTTP: the data port's TLS is data-server.test.ts's
+  let server: Server;
+  let port: number;
   const body = Buffer.from(Array.from({ length: 3000 }, (_, i) => i % 251));
-  const url = (path: string) => `http://127.0.0.1:${server.port}${path}`;
+  const url = (path: string) => `http://127.0.0.1:${port}${path}`;
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'agent-serve-'));
@@ -43,10 +45,17 @@ describe('/files routes', () => {
     await writeFile(join(session, 'capture-2.pcapng'), body.subarray(0, 10));
     await writeFile(join(session, 'notes.txt'), 'not a capture');
     await writeFile(join(dataDir, 'shop', 'web', '.deleted'), 'marker');
-    server = await startOpsServer({ port: 0, host: '127.0.0.1', ready: () => true, routes: [filesRoute(dataDir)] });
+    const route = filesRoute(dataDir);
+    server = createServer((req, res) => {
+      void Promise.resolve(route(req, res)).then((served) => {
+        if (!served) res.writeHead(404).end('not found');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
   });
   afterAll(async () => {
-    await server?.close();
+    await new Promise((resolve) => server?.close(resolve));
     await rm(dataDir, { recursive: true, force: true });
   });
 
@@ -98,7 +107,7 @@ describe('/files routes', () => {
 
   it('refuses dot segments a client did not normalise', async () => {
     const status = await new Promise<number | undefined>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: server.port, path: `/files/shop/web/../../../etc/passwd` }, (res) => {
+      const req = request({ host: '127.0.0.1', port, path: `/files/shop/web/../../../etc/passwd` }, (res) => {
         res.resume();
         resolve(res.statusCode);
       });

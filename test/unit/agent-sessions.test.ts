@@ -3,12 +3,12 @@
 // read as a timestamped log of session entries and process starts/stops.
 
 import pino from 'pino';
-import { defer, map, Observable, of, ReplaySubject, takeUntil, timer } from 'rxjs';
+import { defer, map, NEVER, Observable, of, ReplaySubject, takeUntil, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import type { Pod } from '../../agent/identity.ts';
 import type { NetnsLookup } from '../../agent/netns.ts';
-import { captureSession, newSessionId, SessionEnds, sessionUpdates, slotEvents, type CaptureProcess, type SessionDeps, type SessionUpdate, type WriterRequest } from '../../agent/sessions.ts';
+import { captureSession, newSessionId, sessionUpdates, slotEvents, type CaptureProcess, type SessionDeps, type SessionUpdate, type WriterRequest } from '../../agent/sessions.ts';
 import { CaptureError, type TcpdumpExit } from '../../agent/tcpdump.ts';
 import { REASONS, type PacketCapture } from '../../crds/packetcapture.ts';
 import type { Snapshot } from '../../kube/watch.ts';
@@ -122,7 +122,6 @@ function fakeNode(
         }),
       );
     },
-    ends: new SessionEnds(),
     // the netns is checked often, so every test also shows that a pod staying in it changes nothing
     timing: { retryMs: 10, maxRetryMs: 40, startupWindowMs: 0, startupRetryMs: 5, pollMs: 1000, netnsCheckMs: 10, stopGraceMs: 50 },
   };
@@ -146,20 +145,24 @@ function drive(
   pods$: Observable<Snapshot<Pod>>,
   stopMs: number,
   endMs = stopMs + 100,
-): { log: string[]; updates: SessionUpdate[] } {
+): { log: string[]; updates: SessionUpdate[]; completedAt?: number } {
   return collect(scheduler, sessionUpdates(captures$, pods$, NODE, timer(stopMs), node.deps), endMs);
 }
 
-/** Every update `updates$` emits until `endMs`, as the log `short` writes. */
-function collect(scheduler: TestScheduler, updates$: Observable<SessionUpdate>, endMs: number): { log: string[]; updates: SessionUpdate[] } {
+/** Every update `updates$` emits until `endMs`, as the log `short` writes, and when it completed if it did. */
+function collect(scheduler: TestScheduler, updates$: Observable<SessionUpdate>, endMs: number): { log: string[]; updates: SessionUpdate[]; completedAt?: number } {
   const log: string[] = [];
   const updates: SessionUpdate[] = [];
-  updates$.pipe(takeUntil(timer(endMs))).subscribe((u) => {
-    updates.push(u);
-    log.push(short(scheduler)(u));
+  let completedAt: number | undefined;
+  updates$.pipe(takeUntil(timer(endMs))).subscribe({
+    next: (u) => {
+      updates.push(u);
+      log.push(short(scheduler)(u));
+    },
+    complete: () => (completedAt = scheduler.now()),
   });
   scheduler.flush();
-  return { log, updates };
+  return { log, updates, completedAt };
 }
 
 describe('sessionUpdates', () => {
@@ -500,13 +503,15 @@ describe('sessionUpdates', () => {
     run(({ cold, scheduler }) => {
       const node = fakeNode(scheduler);
       node.deps.timing = { ...node.deps.timing, pollMs: 10 };
-      const inFlight: number[] = [];
-      scheduler.schedule(() => inFlight.push(node.deps.ends.inFlight), 41);
-      const { updates } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 40);
+      const liveAt41: number[] = [];
+      scheduler.schedule(() => liveAt41.push(node.live.size), 41);
+      const { updates, completedAt } = drive(scheduler, node, cold('c', { c: snapshot(capture()) }), cold('a', { a: snapshot(pod({ uid: A })) }), 40);
       expect(updates[2]!.session).toMatchObject({ state: 'Running', packets: 3, files: 1, bytes: 24 });
       expect(updates).toHaveLength(4);
-      expect(inFlight).toEqual([1]);
-      expect(node.deps.ends.inFlight).toBe(0);
+      // the stop asked at 40 is still in flight at 41; the pipeline completes only once it has exited
+      expect(liveAt41).toEqual([1]);
+      expect(completedAt).toBe(40 + STOP_MS);
+      expect(node.live.size).toBe(0);
     });
   });
 });
@@ -565,7 +570,7 @@ describe('captureSession', () => {
       const id = { pcUID: 'pc', namespace: 'shop', name: 'web', generation: 1, podUID: A, podName: 'web-0', podIP: '10.0.0.1', podIPs: ['10.0.0.1'], node: NODE, spec: { target: { podName: 'web-0' } } };
       const paths: string[] = [];
       for (let i = 0; i < 3; i++) {
-        const sub = captureSession(id, node.deps, () => REASONS.PodDeleted).subscribe((u) => u.session.path && paths.push(u.session.path));
+        const sub = captureSession(id, node.deps, NEVER).subscribe((u) => u.session.path && paths.push(u.session.path));
         scheduler.schedule(() => sub.unsubscribe(), 10);
       }
       scheduler.flush();

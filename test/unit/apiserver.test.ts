@@ -7,7 +7,7 @@ import { parseApiPath } from '../../apiserver/paths.ts';
 import { StreamMerger } from '../../apiserver/merge.ts';
 import { failure } from '../../apiserver/status.ts';
 import { BlockReader, enhancedPacket, interfaceDescription, sectionHeader } from '../../pcapng/blocks.ts';
-import { DATA_URL_ANNOTATION } from '../../agent/serve.ts';
+import { DATA_CERT_ANNOTATION, DATA_URL_ANNOTATION } from '../../agent/serve.ts';
 import { AGENT_LEASE_LABEL } from '../../controller/agents.ts';
 
 const base = `/apis/${API_GROUP}/v1alpha1/namespaces/shop/packetcaptures/web`;
@@ -86,22 +86,34 @@ describe('authorization', () => {
 
 describe('agentsFrom', () => {
   const now = Date.parse('2026-01-01T00:01:00Z');
-  const lease = (node: string, renewTime: string, url?: string) => ({
+  const lease = (node: string, renewTime: string, url?: string, cert: string | undefined = url && `PEM of ${node}`) => ({
     apiVersion: 'coordination.k8s.io/v1',
     kind: 'Lease',
-    metadata: { name: `agent-${node}`, uid: node, labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: (url ? { [DATA_URL_ANNOTATION]: url } : {}) as Record<string, string> },
+    metadata: {
+      name: `agent-${node}`,
+      uid: node,
+      labels: { [AGENT_LEASE_LABEL]: 'true' },
+      annotations: { ...(url ? { [DATA_URL_ANNOTATION]: url } : {}), ...(cert ? { [DATA_CERT_ANNOTATION]: cert } : {}) } as Record<string, string>,
+    },
     spec: { holderIdentity: node, leaseDurationSeconds: 30, renewTime },
   });
 
-  it('keeps live agents that publish a URL, by node', () => {
+  it('keeps live agents that publish a URL and the certificate to pin, by node', () => {
     expect(
       agentsFrom(
-        [lease('b', '2026-01-01T00:00:50Z', 'http://10.0.0.2:8081/'), lease('a', '2026-01-01T00:00:55Z', 'http://10.0.0.1:8081'), lease('stale', '2026-01-01T00:00:00Z', 'http://x'), lease('old', '2026-01-01T00:00:59Z')],
+        [
+          lease('b', '2026-01-01T00:00:50Z', 'https://10.0.0.2:8444/'),
+          lease('a', '2026-01-01T00:00:55Z', 'https://10.0.0.1:8444'),
+          lease('stale', '2026-01-01T00:00:00Z', 'https://x'),
+          lease('old', '2026-01-01T00:00:59Z'),
+          // an agent that names no certificate cannot be told from an impostor
+          lease('unpinned', '2026-01-01T00:00:59Z', 'https://10.0.0.3:8444', ''),
+        ],
         now,
       ),
     ).toEqual([
-      { node: 'a', url: 'http://10.0.0.1:8081' },
-      { node: 'b', url: 'http://10.0.0.2:8081' },
+      { node: 'a', url: 'https://10.0.0.1:8444', cert: 'PEM of a' },
+      { node: 'b', url: 'https://10.0.0.2:8444', cert: 'PEM of b' },
     ]);
   });
 });

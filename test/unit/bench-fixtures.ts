@@ -23,8 +23,12 @@ export function validResults(): BenchResults {
       controllerPeakRssMb: 120.5,
       controllerCpuS: 3.2,
       recreations: 10,
-      recreate100Ms: 150,
+      resolveAfterLastCreateMs: 400,
+      recreateMs: 150,
+      recreate1000Ms: null,
     },
+    statusWritesPerSessionMinute: 1.7,
+    statusRateWindowS: 35,
     agent: {
       rssMb: { '0': 90, '5': 95, '10': 99 },
       cpuPct: { '0': 0.5, '5': 2, '10': 3.5 },

@@ -42,6 +42,8 @@ describe('bench results validator', () => {
     ['fidelity without steps', () => broken((x) => delete at(x, 'fidelity').steps), '$.fidelity.steps: missing'],
     ['a step without raw', () => broken((x) => delete (at(x, 'fidelity').steps as Mutable[])[0]!.raw), '$.fidelity.steps[0].raw: missing'],
     ['scale writes missing', () => broken((x) => delete at(x, 'scale').writesPerCapture), '$.scale.writesPerCapture: missing'],
+    ['scale recreate1000Ms missing', () => broken((x) => delete at(x, 'scale').recreate1000Ms), '$.scale.recreate1000Ms: missing'],
+    ['scale resolve after the last create as a string', () => broken((x) => (at(x, 'scale').resolveAfterLastCreateMs = '3')), '$.scale.resolveAfterLastCreateMs: expected a number or null'],
     ['agent keyed by words', () => broken((x) => (at(x, 'agent').rssMb = { ten: 1 })), 'is not a session count'],
     ['agent with no keys', () => broken((x) => (at(x, 'agent').cpuPct = {})), '$.agent.cpuPct: expected an object keyed by session count'],
     ['errors not strings', () => broken((x) => (x.errors = [1])), '$.errors[0]: expected a non-empty string'],

@@ -56,3 +56,23 @@ describe('packet_capture_controller_targeted_pods_without_agent', () => {
     expect(await scrape(metrics)).toEqual({ 'node-b': 1 });
   });
 });
+
+describe('captures by phase', () => {
+  const byPhase = async (metrics: ControllerMetrics) => {
+    const values = (await metrics.captures.get()).values;
+    return Object.fromEntries(values.filter((v) => v.value > 0).map((v) => [v.labels.phase, v.value]));
+  };
+
+  it('follows the snapshots capture by capture, leaving captures included, and starts at zeros', async () => {
+    const metrics = new ControllerMetrics();
+    expect((await metrics.captures.get()).values.map((v) => v.value).every((n) => n === 0)).toBe(true);
+    const a = targeting('a', 'Pending', []);
+    const b = capture({ target: { podName: 'web-0' } }, { uid: 'b', name: 'b' });
+    metrics.countPhases(snapshot(a, b));
+    expect(await byPhase(metrics)).toEqual({ Pending: 1, Unknown: 1 });
+    metrics.countPhases(snapshot(targeting('a', 'Capturing', []), b));
+    expect(await byPhase(metrics)).toEqual({ Capturing: 1, Unknown: 1 });
+    metrics.countPhases(snapshot(b));
+    expect(await byPhase(metrics)).toEqual({ Unknown: 1 });
+  });
+});

@@ -3,7 +3,8 @@ import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import type { PacketCapture } from '../../crds/packetcapture.ts';
 import type { Lease } from '../../controller/agents.ts';
-import { decide, decisions, latestSerially, perCapture, type Decisions, type World } from '../../controller/stream.ts';
+import { decider, decisions, latestSerially, perCapture, type Decisions, type World } from '../../controller/stream.ts';
+import { afterEvent, listedSnapshot } from '../../kube/watch.ts';
 import type { Pod } from '../../controller/targets.ts';
 import { agentLease, capture, pod, snapshot } from './controller-fixtures.ts';
 
@@ -197,7 +198,7 @@ describe('latestSerially (marbles)', () => {
   });
 });
 
-describe('decide with the prior decisions', () => {
+describe('decider: one world after another', () => {
   const inNamespace = (c: PacketCapture, namespace: string): PacketCapture => ({ ...c, metadata: { ...c.metadata, namespace } });
   const shop = capture({ target: { podName: 'web-0' } }, { uid: 'shop-cap' });
   const other = inNamespace(capture({ target: { podName: 'web-0' } }, { uid: 'other-cap' }), 'other');
@@ -210,54 +211,108 @@ describe('decide with the prior decisions', () => {
     now: Date.parse('2026-06-01T00:00:00Z'),
     ...over,
   });
+  const plain = (d: Decisions) => [...d.byCapture].map(([uid, x]) => [uid, x.resolution, x.derived.status]);
 
-  it('keeps the decision of a capture whose namespace did not change, and re-derives the other', () => {
+  it('keeps the decision of a capture no changed pod can concern, and re-derives the other', () => {
+    const decide = decider();
     const first = decide(world());
+    const shopBefore = first.byCapture.get('shop-cap');
+    const otherBefore = first.byCapture.get('other-cap');
     const replaced = pod('web-0', 'u3', { namespace: 'other', ip: '10.244.0.7', created: '2026-01-02T00:00:00Z' });
-    const next = decide(world({ pods: snapshot(shopPod, replaced) }), undefined, first);
-    expect(next.byCapture.get('shop-cap')).toBe(first.byCapture.get('shop-cap'));
-    expect(next.byCapture.get('other-cap')).not.toBe(first.byCapture.get('other-cap'));
+    const next = decide(world({ pods: snapshot(shopPod, replaced) }));
+    expect(next.byCapture.get('shop-cap')).toBe(shopBefore);
+    expect(next.byCapture.get('other-cap')).not.toBe(otherBefore);
     expect(next.byCapture.get('other-cap')!.resolution.targets.map((t) => t.podUID)).toEqual(['u3']);
+    expect([...next.changed!]).toEqual(['other-cap']);
   });
 
-  it('re-derives a capture whose object changed', () => {
+  it('re-derives a podName capture only for pods of its name, a podSelector capture for any pod of its namespace', () => {
+    const decide = decider();
+    const selecting = capture({ target: { podSelector: { matchLabels: { app: 'web' } } } }, { uid: 'sel-cap' });
+    decide(world({ captures: snapshot(shop, other, selecting) }));
+    const neighbour = pod('api-0', 'u7', { labels: { app: 'api' } });
+    const next = decide(world({ captures: snapshot(shop, other, selecting), pods: snapshot(shopPod, otherPod, neighbour) }));
+    expect([...next.changed!]).toEqual(['sel-cap']);
+  });
+
+  it('re-derives a capture whose object changed, and drops one that left', () => {
+    const decide = decider();
     const first = decide(world());
+    const otherBefore = first.byCapture.get('other-cap');
     const edited = capture({ target: { podName: 'web-1' } }, { uid: 'shop-cap', generation: 2 });
-    const next = decide(world({ captures: snapshot(edited, other) }), undefined, first);
+    const next = decide(world({ captures: snapshot(edited, other) }));
     expect(next.byCapture.get('shop-cap')!.resolution.reason).toBe('PodNotFound');
-    expect(next.byCapture.get('other-cap')).toBe(first.byCapture.get('other-cap'));
+    expect(next.byCapture.get('other-cap')).toBe(otherBefore);
+    const gone = decide(world({ captures: snapshot(other) }));
+    expect(gone.byCapture.has('shop-cap')).toBe(false);
+    expect([...gone.changed!]).toEqual(['shop-cap']);
   });
 
-  it('re-derives everything when the set of live agents changes', () => {
-    const first = decide(world());
-    const next = decide(world({ leases: snapshot(agentLease('node-a', '2100-01-01T00:00:00Z')) }), undefined, first);
-    expect(next.byCapture.get('shop-cap')).not.toBe(first.byCapture.get('shop-cap'));
-    expect(next.byCapture.get('other-cap')).not.toBe(first.byCapture.get('other-cap'));
+  it('re-derives everything when the set of live agents changes, or when asked to', () => {
+    const decide = decider();
+    decide(world());
+    const next = decide(world({ leases: snapshot(agentLease('node-a', '2100-01-01T00:00:00Z')) }));
+    expect([...next.changed!].sort()).toEqual(['other-cap', 'shop-cap']);
+    const renewed = decide(world({ leases: snapshot(agentLease('node-a', '2100-01-01T00:00:10Z')) }));
+    expect([...renewed.changed!]).toEqual([]);
+    const resynced = decide(world({ leases: snapshot(agentLease('node-a', '2100-01-01T00:00:10Z')) }), true);
+    expect([...resynced.changed!].sort()).toEqual(['other-cap', 'shop-cap']);
   });
 
-  it('re-derives a capture whose decision is due by the clock', () => {
+  it('re-derives a capture whose decision is due by the clock, and only then', () => {
     const timed = capture({ target: { podName: 'web-0' }, limits: { duration: '1m' } }, {
       uid: 'shop-cap',
       status: { sessions: [{ id: 's1', podName: 'web-0', podUID: 'u1', nodeName: 'node-a', generation: 1, state: 'Running', startTime: '2026-06-01T00:00:00Z' }] },
     });
     const start = Date.parse('2026-06-01T00:00:00Z');
-    const first = decide(world({ captures: snapshot(timed, other), now: start + 1000 }));
+    const captures = snapshot(timed, other);
+    const decide = decider();
+    const first = decide(world({ captures, now: start + 1000 }));
+    const before = first.byCapture.get('shop-cap');
     expect(first.wakeAt).toBe(start + 60_000);
-    const early = decide(world({ captures: snapshot(timed, other), now: start + 2000 }), undefined, first);
-    expect(early.byCapture.get('shop-cap')).toBe(first.byCapture.get('shop-cap'));
-    const due = decide(world({ captures: snapshot(timed, other), now: start + 60_000 }), undefined, early);
-    expect(due.byCapture.get('shop-cap')).not.toBe(first.byCapture.get('shop-cap'));
+    const early = decide(world({ captures, now: start + 2000 }));
+    expect(early.byCapture.get('shop-cap')).toBe(before);
+    expect(early.wakeAt).toBe(start + 60_000);
+    const due = decide(world({ captures, now: start + 60_000 }));
+    expect(due.byCapture.get('shop-cap')).not.toBe(before);
     expect(due.byCapture.get('shop-cap')!.derived.status.phase).toBe('Completed');
+    // only the agents' leases running out are left to wake for
+    expect(due.wakeAt).toBe(Date.parse('2100-01-01T00:00:30Z'));
   });
 
-  it('derives the same decisions with or without the prior', () => {
-    const first = decide(world());
+  it('wakes at the earliest of the captures\' times, and forgets the time of a capture that left', () => {
+    const timed = (uid: string, duration: string) =>
+      capture({ target: { podName: 'web-0' }, limits: { duration } }, {
+        uid,
+        status: { sessions: [{ id: `s-${uid}`, podName: 'web-0', podUID: 'u1', nodeName: 'node-a', generation: 1, state: 'Running', startTime: '2026-06-01T00:00:00Z' }] },
+      });
+    const start = Date.parse('2026-06-01T00:00:00Z');
+    const decide = decider();
+    const both = decide(world({ captures: snapshot(timed('a', '2m'), timed('b', '1m')), now: start }));
+    expect(both.wakeAt).toBe(start + 60_000);
+    const one = decide(world({ captures: snapshot(timed('a', '2m')), now: start + 1000 }));
+    expect(one.wakeAt).toBe(start + 120_000);
+  });
+
+  it('derives the same decisions one world after another as from scratch', () => {
+    const decide = decider();
+    decide(world());
     const moved = pod('web-0', 'u1', { ip: '10.244.0.5', node: 'node-b' });
-    const incremental = decide(world({ pods: snapshot(moved, otherPod) }), undefined, first);
-    const fresh = decide(world({ pods: snapshot(moved, otherPod) }));
-    const plain = (d: Decisions) => [...d.byCapture].map(([uid, x]) => [uid, x.resolution, x.derived.status]);
+    const incremental = decide(world({ pods: snapshot(moved, otherPod) }));
+    const fresh = decider()(world({ pods: snapshot(moved, otherPod) }));
     expect(plain(incremental)).toEqual(plain(fresh));
     expect(incremental.byCapture.get('shop-cap')!.resolution.targets[0]!.nodeName).toBe('node-b');
+  });
+
+  it('reads the changes of watch snapshots from their history, and reaches the same decisions', () => {
+    const decide = decider();
+    let pods = listedSnapshot([shopPod, otherPod]);
+    decide(world({ pods }));
+    const moved = pod('web-0', 'u1', { ip: '10.244.0.5', node: 'node-b' });
+    pods = afterEvent(pods, 'MODIFIED', moved);
+    const next = decide(world({ pods }));
+    expect([...next.changed!]).toEqual(['shop-cap']);
+    expect(plain(next)).toEqual(plain(decider()(world({ pods: snapshot(moved, otherPod) }))));
   });
 });
 
@@ -309,6 +364,30 @@ describe('perCapture (marbles)', () => {
         .subscribe();
       flush();
       expect(log).toEqual(['x@0', 'y@0', 'y@4']);
+    });
+  });
+  it('a capture that leaves during a run gets its newest decision worked on, then is disposed', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, flush }) => {
+      const log: string[] = [];
+      const first = world('x');
+      const edited = world('x');
+      hot('a-b-c', { a: first, b: edited, c: world() })
+        .pipe(
+          perCapture<{ uid: string }>({
+            init: (d) => ({ uid: d.capture.metadata.uid }),
+            work: (decision, state) => {
+              log.push(`${state.uid}${decision === edited.byCapture.get('x') ? "'" : ''}@${ts.now()}`);
+              return cold('------|');
+            },
+            dispose: (state) => log.push(`dispose ${state.uid}@${ts.now()}`),
+            retryDelay: () => 1,
+            scheduler: ts,
+          }),
+        )
+        .subscribe();
+      flush();
+      expect(log).toEqual(['x@0', "x'@6", 'dispose x@12']);
     });
   });
   it('lets go of its source when unsubscribed, even with captures in flight', () => {

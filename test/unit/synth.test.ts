@@ -108,7 +108,7 @@ describe('cdk8s synth', () => {
       requests: { cpu: '50m', memory: '256Mi' },
       limits: { cpu: '500m', memory: '1024Mi' },
     });
-    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=512' });
+    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=512 --max-semi-space-size=16' });
     expect(container.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: 8080 });
     expect(container.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 8080 });
   });
@@ -121,7 +121,7 @@ describe('cdk8s synth', () => {
     expect(pod.hostNetwork).not.toBe(true);
     expect(pod.automountServiceAccountToken).toBe(true);
     expect(pod.tolerations).toEqual([{ operator: 'Exists' }]);
-    expect(container.args).toEqual(['agent']);
+    expect(container.args).toEqual(['agent', '--metrics-port', '8081', '--data-port', '8444']);
     expect(container.securityContext).toEqual({
       privileged: false,
       allowPrivilegeEscalation: false,
@@ -132,7 +132,10 @@ describe('cdk8s synth', () => {
       capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE', 'SETUID', 'SETGID'] },
     });
     expect(container.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
-    expect(container.ports).toEqual([{ name: 'http', containerPort: 8081 }]);
+    expect(container.ports).toEqual([
+      { name: 'http', containerPort: 8081 },
+      { name: 'data', containerPort: 8444 },
+    ]);
     expect(container.resources).toEqual({ requests: { cpu: '20m', memory: '256Mi' }, limits: { cpu: '500m', memory: '1024Mi' } });
     expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=256' });
     const data = pod.volumes.find((v: Obj) => v.hostPath);
@@ -160,6 +163,24 @@ describe('cdk8s synth', () => {
     expect(verbsOn(`${PLURAL}/status`).sort()).toEqual(['get', 'patch']);
     expect(verbsOn('secrets')).toEqual([]);
     expect(rules.flatMap((r) => r.resources)).not.toContain('*');
+  });
+
+  it("admits only the API's pods to the agents' data port, and reads the data CA by name alone", () => {
+    const policy = find('NetworkPolicy', 'packet-capture-agent-data');
+    expect(policy.spec.podSelector.matchLabels).toEqual(find('DaemonSet', 'packet-capture-agent').spec.selector.matchLabels);
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    const toData = policy.spec.ingress.filter((rule: Obj) => rule.ports.some((p: Obj) => p.port === 8444));
+    expect(toData).toEqual([{ from: [{ podSelector: { matchLabels: find('Deployment', 'packet-capture-api').spec.selector.matchLabels } }], ports: [{ protocol: 'TCP', port: 8444 }] }]);
+    const agentRole: Obj[] = find('Role', 'packet-capture-agent').rules;
+    expect(agentRole.filter((r) => r.resources.includes('configmaps'))).toEqual([{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['packet-capture-data-ca'], verbs: ['get'] }]);
+    expect(agentRole.flatMap((r) => r.resources)).not.toContain('secrets');
+    const apiRole: Obj[] = find('Role', 'packet-capture-api').rules;
+    const onSecrets = apiRole.filter((r) => r.resources.includes('secrets'));
+    // reading and updating only its own Secret; create cannot name one
+    expect(onSecrets).toEqual([
+      { apiGroups: [''], resources: ['secrets'], resourceNames: ['packet-capture-data-ca'], verbs: ['get', 'update'] },
+      { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+    ]);
   });
 
   it('folds packet-capture-edit into admin and edit, and packet-capture-view into view', () => {

@@ -15,6 +15,7 @@ import { runAgent, type AgentHandle, type AgentOptions } from '../../../agent/ma
 import { SESSION_MARK } from '../../../agent/tcpdump.ts';
 import { CRD_NAME, packetCaptureCrd } from '../../../crds/crd.ts';
 import { isNotFound, kubeRequest, MERGE_PATCH } from '../../../kube/http.ts';
+import { LOCAL_TRUST_NAMESPACE } from '../../../local/control-plane.ts';
 import { createHost, type Host } from '../../../local/netns-host.ts';
 import { SimulatedNode, type SimulatedNodeOptions } from '../../../local/node.ts';
 import { foreignFrames, namesNoHost, type Frame } from '../../../local/packets.ts';
@@ -152,6 +153,8 @@ export { createCapture, deleteCapture, getCapture, patchCaptureSpec, waitSession
 export function startAgent(opts: Pick<AgentOptions, 'kubeConfig' | 'nodeName' | 'dataDir' | 'namespace'> & Partial<AgentOptions>): Promise<AgentHandle> {
   return runAgent({
     metricsPort: 0,
+    // the local control plane's packet-capture API keeps its data CA there, whatever the test namespace
+    trustNamespace: LOCAL_TRUST_NAMESPACE,
     log: quietLog(),
     statusThrottleMs: 500,
     timing: { pollMs: 500, retryMs: 200, maxRetryMs: 2000 },

@@ -4,6 +4,7 @@
 // `{"port":N}` on stdout once it serves, and stops cleanly on SIGTERM.
 
 import { runAgent } from '../../../agent/main.ts';
+import { LOCAL_TRUST_NAMESPACE } from '../../../local/control-plane.ts';
 import { loadKubeConfig } from '../../../kube/client.ts';
 import { createLogger } from '../../../kube/log.ts';
 
@@ -20,6 +21,7 @@ const handle = await runAgent({
   nodeName,
   dataDir: env('DATA_DIR'),
   namespace: env('POD_NAMESPACE'),
+  trustNamespace: LOCAL_TRUST_NAMESPACE,
   metricsPort: 0,
   log,
   statusThrottleMs: 500,
