@@ -40,9 +40,14 @@ function deadline(timeoutMs: number, signal?: AbortSignal): AbortSignal {
   return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }
 
-/** A request that ran out of time says which one and how long it waited, not just "aborted". */
-function timedOut(method: string, path: string, timeoutMs: number, err: unknown): unknown {
+/**
+ * A request that ran out of time says which one and how long it waited, not just "aborted".
+ * Its connection may be one the network silently dropped, and the pool would hand the same
+ * dead connections to the next requests: the pool is retired, so they open new ones.
+ */
+function timedOut(kc: KubeConfig, method: string, path: string, timeoutMs: number, err: unknown): unknown {
   if (!(err instanceof DOMException && err.name === 'TimeoutError')) return err;
+  retireDispatcher(kc);
   return new Error(`${method} ${path}: no answer from the API server in ${timeoutMs} ms`, { cause: err });
 }
 
@@ -69,6 +74,18 @@ export function sharedDispatcher(kc: KubeConfig, fresh: object | undefined, now 
   if (cached) void (cached.dispatcher as { close?: () => Promise<void> }).close?.().catch(() => undefined);
   dispatchers.set(kc, { dispatcher: fresh, since: now });
   return fresh;
+}
+
+/**
+ * The next request of `kc` gets a new dispatcher, and the old one is destroyed: requests
+ * queued on its connections (silently dead ones among them) fail now and are retried on new
+ * connections by their callers, rather than each waiting out its own deadline.
+ */
+export function retireDispatcher(kc: KubeConfig): void {
+  const cached = dispatchers.get(kc);
+  if (!cached) return;
+  dispatchers.delete(kc);
+  void (cached.dispatcher as { destroy?: () => Promise<void> }).destroy?.().catch(() => undefined);
 }
 
 /** The URL, credentials and TLS dispatcher of one request: the one place for auth and TLS. */
@@ -121,7 +138,7 @@ export async function kubeRequest<T = unknown>(
     res = await fetch(url, { method, headers, body, dispatcher, signal });
     text = await res.text();
   } catch (err) {
-    throw timedOut(method, path, timeoutMs, err);
+    throw timedOut(kc, method, path, timeoutMs, err);
   }
   if (!res.ok) throw kubeError(method, path, res.status, res.statusText, text);
   return (text ? JSON.parse(text) : undefined) as T;
@@ -154,7 +171,7 @@ export async function kubeStream(
     res = await fetch(url, { method: 'GET', headers: { ...headers, ...opts.headers }, dispatcher, signal });
     if (!res.ok || !res.body) throw kubeError('GET', path, res.status, res.statusText, await res.text());
   } catch (err) {
-    throw timedOut('GET', path, timeoutMs, err);
+    throw timedOut(kc, 'GET', path, timeoutMs, err);
   } finally {
     clearTimeout(timer);
   }
