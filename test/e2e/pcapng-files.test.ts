@@ -16,7 +16,7 @@ import { tcpRequests } from '../../local/netns-host.ts';
 import { mergeCaptureFiles } from '../../pcapng/merge.ts';
 import { BlockReader } from '../../pcapng/blocks.ts';
 import { sessionsOnDisk } from '../support/captures.ts';
-import { agentE2eAvailable, createCapture, createPod, deleteCapture, deletePod, useAgentOnNode, WAIT, waitSession } from './support/agent-harness.ts';
+import { agentE2eAvailable, createCapture, createPod, deleteCapture, deletePod, tcpdumpsOf, useAgentOnNode, WAIT, waitSession } from './support/agent-harness.ts';
 
 const tshark = async (args: string[]): Promise<string> => {
   const run = await complete('tshark', args);
@@ -28,6 +28,11 @@ describe.runIf(agentE2eAvailable)('self-describing capture files', () => {
   const { ns, nodeName, kc, dataDir, host, agent } = useAgentOnNode('pcapng');
   const scratch = mkdtemp(join(tmpdir(), 'pc-pcapng-'));
   afterAll(async () => rm(await scratch, { recursive: true, force: true }));
+  /**
+   * A deleted capture's last files are still drained and written after the delete: their
+   * header is there at once, their packets once the session's tcpdump has stopped.
+   */
+  const untilStopped = (sessions: string[]) => vi.waitFor(async () => expect((await tcpdumpsOf(dataDir())).filter((t) => sessions.includes(t.session))).toEqual([]), WAIT);
 
   it('a file copied out of its directory still names its capture, pod instance, node and filter', async () => {
     const pod = await createPod(kc(), ns.name, 'named-0', nodeName);
@@ -35,6 +40,7 @@ describe.runIf(agentE2eAvailable)('self-describing capture files', () => {
     const running = await waitSession(kc(), ns.name, 'named', (s) => s.podUID === pod.uid && s.state === 'Running', 'Running');
     expect((await tcpRequests(host(), pod.ip, 80, 5)).ok).toBe(5);
     await deleteCapture(kc(), ns.name, 'named');
+    await untilStopped([running.id]);
     const [file] = await vi.waitFor(async () => {
       const files = await listSessionFiles(running.path!);
       expect(files, `files in ${running.path}: ${JSON.stringify(await complete('ls', ['-la', running.path!]))}`).toHaveLength(1);
@@ -89,14 +95,23 @@ describe.runIf(agentE2eAvailable)('self-describing capture files', () => {
       if (round < 5) await deletePod(kc(), ns.name, 'web-0', pod.uid);
     }
     await deleteCapture(kc(), ns.name, 'merge');
-    await vi.waitFor(async () => expect(new Set((await sessionsOnDisk(dataDir(), ns.name, 'merge')).filter((s) => s.files.length > 0).map((s) => s.podUID))).toEqual(new Set(uids)), WAIT);
+    const sessions = await vi.waitFor(async () => {
+      const onDisk = await sessionsOnDisk(dataDir(), ns.name, 'merge');
+      expect(new Set(onDisk.filter((s) => s.files.length > 0).map((s) => s.podUID))).toEqual(new Set(uids));
+      return onDisk;
+    }, WAIT);
+    await untilStopped(sessions.map((s) => s.sessionId));
 
-    const files = (await sessionsOnDisk(dataDir(), ns.name, 'merge')).flatMap((s) => s.files);
+    const files = sessions.flatMap((s) => s.files);
     const merged = join(await scratch, 'merged.pcapng');
-    const out = createWriteStream(merged);
-    const result = await mergeCaptureFiles(files, out, { comments: [`packetcapture.dev/capture: ${ns.name}/merge`] });
-    await new Promise<void>((resolve) => out.end(resolve));
-    expect(new Set(result.interfaces)).toEqual(new Set(uids.map((uid) => `web-0/${uid}`)));
+    const result = await vi.waitFor(async () => {
+      const out = createWriteStream(merged);
+      const merging = await mergeCaptureFiles(files, out, { comments: [`packetcapture.dev/capture: ${ns.name}/merge`] });
+      await new Promise<void>((resolve) => out.end(resolve));
+      // every instance is in the merge (a packet lost for good keeps one out, and fails here)
+      expect(new Set(merging.interfaces)).toEqual(new Set(uids.map((uid) => `web-0/${uid}`)));
+      return merging;
+    }, WAIT);
 
     // every segment the pods sent; the one holding an answer names the instance that answered
     const rows = (await tshark(['-r', merged, '-o', 'tcp.desegment_tcp_streams:FALSE', '-Y', 'tcp.srcport == 80 && tcp.len > 0', '-T', 'fields', '-e', 'frame.interface_name', '-e', 'tcp.payload']))
