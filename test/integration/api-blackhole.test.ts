@@ -86,6 +86,8 @@ describe.runIf(controlPlaneAvailable)('an API server that accepts connections an
       const writesBefore = hung.statusWrites();
       await vi.waitFor(async () => expect((await readLease()).spec.holderIdentity).toBe('standby'), { timeout: 30_000, interval: 50 });
       await vi.waitFor(() => expect(standby.isLeader()).toBe(true), WAIT);
+      // the sampler, not the wait above, says when the standby first led: let it see it
+      await vi.waitFor(() => expect(standbyFirstLed).toBeGreaterThan(0), WAIT);
 
       expect(hung.isLeader()).toBe(false);
       // the deadline timer fires at lastRenew + renewDeadline; the margin covers the sampling
