@@ -141,6 +141,9 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
         // the object is about to go: a last status would only be one more write nobody reads
         await setFinalizer(d.capture, false);
         state.log.info({ reason: d.finalizer.reason }, `finalizer released: ${d.finalizer.message}`);
+        // released unconfirmed: a tcpdump may still run on that node until its agent is back
+        // (its reaper stops it), and the Event outlives the object, so whoever deleted it can tell
+        if (d.finalizer.reason === REASONS.AgentGone) await record(d.capture, state, [{ type: 'Warning', reason: REASONS.AgentGone, message: d.finalizer.message }]);
       } else {
         if (d.finalizer.action === 'add') await setFinalizer(d.capture, true);
         await writeStatus(d, state);

@@ -33,7 +33,9 @@ describe.runIf(controlPlaneAvailable)('controller: completion and deletion', () 
       leaderElect: false,
       log: memoryLogger().log,
       resyncMs: 1_000,
-      finalizer: { agentGoneGraceMs: 3_000 },
+      // deletionTimestamp has whole seconds, so up to 1 s of the grace is gone before it starts;
+      // the rest must leave the wait long enough to be seen by a poll on a loaded machine
+      finalizer: { agentGoneGraceMs: 10_000 },
     });
     await ctl.ready;
   });
@@ -121,5 +123,8 @@ describe.runIf(controlPlaneAvailable)('controller: completion and deletion', () 
     const waiting = await f.waitCapture('orphan', (c) => expect(condition(c, 'Reconciling')?.reason).toBe(REASONS.AgentGone));
     expect(condition(waiting, 'Reconciling')?.message).toContain(nodeGone);
     await f.waitCaptureGone('orphan');
+    const released = await f.waitEvent('orphan', REASONS.AgentGone, (e) => /released the capture anyway/.test(e.message ?? ''));
+    expect(released).toMatchObject({ type: 'Warning' });
+    expect(released.message).toContain(nodeGone);
   });
 });
