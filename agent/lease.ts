@@ -6,15 +6,13 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { AGENT_LEASE_LABEL } from '../controller/agents.ts';
 import { agentFieldManager } from '../crds/packetcapture.ts';
 import { APPLY_PATCH, kubeRequest } from '../kube/http.ts';
+import { leaseBody, leasePath, microTime, renewEvery } from '../kube/lease.ts';
 import type { Logger } from '../kube/log.ts';
 
-export const LEASE_DURATION_SECONDS = 30;
-export const LEASE_RENEW_MS = 10_000;
+const LEASE_DURATION_SECONDS = 30;
+const LEASE_RENEW_MS = 10_000;
 
 export const agentLeaseName = (node: string): string => `agent-${node}`;
-
-/** metav1.MicroTime: RFC 3339 with exactly six fractional digits. */
-export const microTime = (date: Date): string => date.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 
 export interface AgentLease {
   /** settles after the first renewal attempt */
@@ -34,53 +32,33 @@ export function startAgentLease(opts: {
   annotations?: () => Record<string, string>;
 }): AgentLease {
   const name = agentLeaseName(opts.node);
-  const acquireTime = microTime(new Date());
-  const path = `/apis/coordination.k8s.io/v1/namespaces/${opts.namespace}/leases/${name}`;
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  let failing = false;
+  const where = { lease: name, namespace: opts.namespace };
+  const acquireTime = microTime(Date.now());
   const renewMs = opts.renewMs ?? LEASE_RENEW_MS;
+  let failing = false;
 
   const renew = async () => {
     try {
       // server-side apply creates the Lease when it is missing and renews it otherwise
-      await kubeRequest(opts.kubeConfig, 'PATCH', path, {
+      await kubeRequest(opts.kubeConfig, 'PATCH', leasePath(opts.namespace, name), {
         contentType: APPLY_PATCH,
         query: { fieldManager: agentFieldManager(opts.node), force: true },
         // a renewal that hangs must not hold up the next one past the lease's 30 s
         timeoutMs: renewMs,
-        body: {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: { name, namespace: opts.namespace, labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: opts.annotations?.() },
-          spec: {
-            holderIdentity: opts.node,
-            leaseDurationSeconds: LEASE_DURATION_SECONDS,
-            acquireTime,
-            renewTime: microTime(new Date()),
-          },
-        },
+        body: leaseBody(
+          { name, namespace: opts.namespace, labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: opts.annotations?.() },
+          { holderIdentity: opts.node, leaseDurationSeconds: LEASE_DURATION_SECONDS, acquireTime, renewTime: microTime(Date.now()) },
+        ),
       });
-      if (failing) opts.log.info({ lease: name, namespace: opts.namespace }, 'agent lease renewed again');
+      if (failing) opts.log.info(where, 'agent lease renewed again');
       failing = false;
       return true;
     } catch (err) {
-      if (!failing) opts.log.warn({ lease: name, namespace: opts.namespace, err: String(err) }, 'cannot renew the agent lease; the controller will see no agent on this node');
+      if (!failing) opts.log.warn({ ...where, err: String(err) }, 'cannot renew the agent lease; the controller will see no agent on this node');
       failing = true;
       return false;
     }
   };
-  const loop = async () => {
-    await renew();
-    if (!stopped) timer = setTimeout(() => void loop(), renewMs);
-  };
-  const first = loop();
-  return {
-    first,
-    renewNow: renew,
-    stop: () => {
-      stopped = true;
-      clearTimeout(timer);
-    },
-  };
+  const renewal = renewEvery(renewMs, renew);
+  return { first: renewal.first, renewNow: renew, stop: () => void renewal.stop() };
 }

@@ -17,7 +17,7 @@ import { runController } from '../controller/main.ts';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
 import { applyObjects, readManifests } from '../kube/apply.ts';
 import { kubeRequest, MERGE_PATCH } from '../kube/http.ts';
-import { microTime } from '../kube/leader.ts';
+import { microTime } from '../kube/lease.ts';
 import { createLogger } from '../kube/log.ts';
 import { watchSnapshots } from '../kube/watch.ts';
 import { startControlPlane } from '../local/control-plane.ts';

@@ -1,6 +1,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { BehaviorSubject, distinctUntilChanged, type Observable } from 'rxjs';
 import { isConflict, isNotFound, kubeRequest } from './http.ts';
+import { leaseBody, leasePath, microTime, renewEvery, type Lease, type LeaseSpec, type Renewal } from './lease.ts';
 import type { Logger } from './log.ts';
 
 export interface LeaderElectionOptions {
@@ -22,24 +23,6 @@ export interface LeaderElectionOptions {
   log?: Logger;
 }
 
-interface LeaseSpec {
-  holderIdentity?: string;
-  leaseDurationSeconds?: number;
-  acquireTime?: string;
-  renewTime?: string;
-  leaseTransitions?: number;
-}
-
-interface Lease {
-  apiVersion: 'coordination.k8s.io/v1';
-  kind: 'Lease';
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec?: LeaseSpec;
-}
-
-/** MicroTime, as the API server parses it: RFC 3339 with exactly six fractional digits. */
-export const microTime = (ms: number): string => new Date(ms).toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
-
 /**
  * Leader election on a Lease, as client-go does it: the holder renews every retry period;
  * another replica takes the lease over only once it has watched the record stay unchanged
@@ -55,11 +38,9 @@ export class LeaderElector {
   private readonly renewDeadlineMs: number;
   private readonly requestTimeoutMs: number;
   private readonly path: string;
-  private timer: NodeJS.Timeout | undefined;
+  private renewal: Renewal | undefined;
   /** fires at lastRenew + renewDeadline: a renew that hangs cannot keep this replica leader */
   private deadline: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = false;
   private lastRenew = 0;
   private observed: { record: string; at: number } | undefined;
 
@@ -74,7 +55,7 @@ export class LeaderElector {
       throw new Error(`renew deadline ${this.renewDeadlineMs} ms must be shorter than the lease (${this.leaseDurationSeconds} s)`);
     }
     this.requestTimeoutMs = opts.requestTimeoutMs ?? Math.round(this.renewDeadlineMs / 2);
-    this.path = `/apis/coordination.k8s.io/v1/namespaces/${opts.namespace}/leases`;
+    this.path = leasePath(opts.namespace, opts.name);
   }
 
   get isLeader(): boolean {
@@ -82,20 +63,15 @@ export class LeaderElector {
   }
 
   start(): void {
-    const loop = async () => {
-      this.running = this.attempt();
-      await this.running;
-      if (!this.stopped) this.timer = setTimeout(() => void loop(), this.retryPeriodMs);
-    };
-    void loop();
+    this.renewal = renewEvery(this.retryPeriodMs, () => this.attempt());
   }
 
   /** Stops electing. With `release` (a graceful stop) the lease is handed back so a standby takes over at once. */
   async stop({ release = true }: { release?: boolean } = {}): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
     clearTimeout(this.deadline);
-    await this.running;
+    await this.renewal?.stop();
+    // the attempt that was in flight may have renewed, arming the deadline again
+    clearTimeout(this.deadline);
     const wasLeader = this.leader.value;
     this.leader.next(false);
     this.leader.complete();
@@ -118,14 +94,9 @@ export class LeaderElector {
     try {
       const lease = await this.get();
       if (!lease) {
-        await kubeRequest(this.kc, 'POST', this.path, {
+        await kubeRequest(this.kc, 'POST', leasePath(this.opts.namespace), {
           timeoutMs: this.requestTimeoutMs,
-          body: {
-            apiVersion: 'coordination.k8s.io/v1',
-            kind: 'Lease',
-            metadata: { name: this.opts.name, namespace: this.opts.namespace },
-            spec: this.spec(now),
-          },
+          body: leaseBody({ name: this.opts.name, namespace: this.opts.namespace }, this.spec(now)),
         });
         return this.acquired(now);
       }
@@ -139,7 +110,7 @@ export class LeaderElector {
         this.leader.next(false);
         return;
       }
-      await kubeRequest(this.kc, 'PUT', `${this.path}/${this.opts.name}`, {
+      await kubeRequest(this.kc, 'PUT', this.path, {
         timeoutMs: this.requestTimeoutMs,
         body: { ...lease, spec: this.spec(now, spec) },
       });
@@ -174,7 +145,7 @@ export class LeaderElector {
 
   private async get(): Promise<Lease | undefined> {
     try {
-      return await kubeRequest<Lease>(this.kc, 'GET', `${this.path}/${this.opts.name}`, { timeoutMs: this.requestTimeoutMs });
+      return await kubeRequest<Lease>(this.kc, 'GET', this.path, { timeoutMs: this.requestTimeoutMs });
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -186,7 +157,7 @@ export class LeaderElector {
       const lease = await this.get();
       if (!lease || lease.spec?.holderIdentity !== this.opts.identity) return;
       const now = Date.now();
-      await kubeRequest(this.kc, 'PUT', `${this.path}/${this.opts.name}`, {
+      await kubeRequest(this.kc, 'PUT', this.path, {
         timeoutMs: this.requestTimeoutMs,
         body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(now) } },
       });

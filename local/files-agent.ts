@@ -7,9 +7,10 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { readDataCaBundle } from '../apiserver/data-ca.ts';
 import { AGENT_LEASE_LABEL } from '../controller/agents.ts';
 import { startDataServer } from '../agent/data-server.ts';
-import { agentLeaseName, microTime } from '../agent/lease.ts';
+import { agentLeaseName } from '../agent/lease.ts';
 import { DATA_CERT_ANNOTATION, DATA_URL_ANNOTATION, filesRoute } from '../agent/serve.ts';
 import { kubeRequest } from '../kube/http.ts';
+import { microTime } from '../kube/lease.ts';
 import type { Logger } from '../kube/log.ts';
 import { LOCAL_TRUST_NAMESPACE } from './control-plane.ts';
 
@@ -32,7 +33,7 @@ export async function serveCaptureFiles(
       apiVersion: 'coordination.k8s.io/v1',
       kind: 'Lease',
       metadata: { name: agentLeaseName(opts.node), labels: { [AGENT_LEASE_LABEL]: 'true' }, annotations: { [DATA_URL_ANNOTATION]: data.url, [DATA_CERT_ANNOTATION]: data.pinned() } },
-      spec: { holderIdentity: opts.node, leaseDurationSeconds: 3600, renewTime: microTime(new Date()) },
+      spec: { holderIdentity: opts.node, leaseDurationSeconds: 3600, renewTime: microTime(Date.now()) },
     },
   });
   return { url: data.url, close: () => data.close() };
