@@ -3,7 +3,7 @@
 // pod instance. The agent reads pod UIDs from its own Pod watch; it never trusts
 // status.targets, which is the controller's view and may lag behind the node.
 
-import { selectorMatches } from '../controller/selector.ts';
+import { isTarget } from '../controller/targets.ts';
 import { captureEnd, firstStartTime as firstStartOf, generationOf, instanceFinished } from '../crds/lifecycle.ts';
 import { REASONS, type PacketCapture, type PacketCaptureSpec, type Reason } from '../crds/packetcapture.ts';
 import type { KubeObject, Snapshot } from '../kube/watch.ts';
@@ -47,7 +47,7 @@ export const slotKey = (pcUID: string, podName: string): SlotKey => `${pcUID}/${
 export function identities(captures: Snapshot<PacketCapture>, pods: Snapshot<Pod>, node: string, now = Date.now()): Map<SlotKey, Identity> {
   const result = new Map<SlotKey, Identity>();
   const local = [...pods.values()].filter((pod) => isCapturable(pod, node));
-  // the agent sees every capture in the cluster; most are about pods elsewhere
+  // unplaced captures (capture-scope.ts) may be about pods elsewhere
   const localNamespaces = new Set(local.map((pod) => pod.metadata.namespace));
   for (const capture of captures.values()) {
     if (!localNamespaces.has(capture.metadata.namespace)) continue;
@@ -108,14 +108,6 @@ const LIVE_PHASES: ReadonlySet<string> = new Set(['Pending', 'Running']);
  */
 export function isCapturable(pod: Pod, node: string): boolean {
   return pod.spec?.nodeName === node && !pod.metadata.deletionTimestamp && LIVE_PHASES.has(pod.status?.phase ?? 'Pending');
-}
-
-export function isTarget(capture: PacketCapture, pod: Pod): boolean {
-  if (pod.metadata.namespace !== capture.metadata.namespace) return false;
-  const { podName, podSelector } = capture.spec.target;
-  if (podName !== undefined) return pod.metadata.name === podName;
-  if (podSelector !== undefined) return selectorMatches(podSelector, pod.metadata.labels);
-  return false;
 }
 
 /** The same capture instance, spec generation and pod instance: the same tcpdump may keep running. */

@@ -6,15 +6,17 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { firstValueFrom, ReplaySubject, share, tap, type Observable, type Subscription } from 'rxjs';
-import { DEFAULT_DATA_DIR, GROUP, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
+import { DEFAULT_DATA_DIR, type PacketCapture } from '../crds/packetcapture.ts';
 import { startOpsServer, type OpsServer } from '../kube/health.ts';
 import type { Logger } from '../kube/log.ts';
 import { watchSnapshots, type Snapshot } from '../kube/watch.ts';
 import { readDataCaBundle } from '../apiserver/data-ca.ts';
+import { nodeCaptures } from './capture-scope.ts';
 import { CaptureWriter } from './capture-writer.ts';
 import { startDataServer, type DataServer } from './data-server.ts';
 import { enforceDiskCap, pruneDeleted } from './files.ts';
-import type { Pod } from './identity.ts';
+import { isCapturable, type Pod } from './identity.ts';
+import { isTarget } from '../controller/targets.ts';
 import { LiveFeeds } from './live-feeds.ts';
 import { startAgentLease, type AgentLease } from './lease.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -88,8 +90,10 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const share1 = <T>(source: Observable<T>) => source.pipe(share({ connector: () => new ReplaySubject<T>(1), resetOnRefCountZero: true }));
   const resyncMs = opts.resyncMs ?? 30_000;
   const silentMs = opts.watchSilentMs;
-  const captures$ = share1(watchSnapshots<PacketCapture>(kc, { path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, resyncMs, silentMs, log }));
   const pods$ = share1(watchSnapshots<Pod>(kc, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${node}`, resyncMs, silentMs, log }));
+  let localPods: Snapshot<Pod> = new Map();
+  const mayConcern = (c: PacketCapture) => [...localPods.values()].some((pod) => isCapturable(pod, node) && isTarget(c, pod));
+  const captures$ = share1(nodeCaptures(kc, { node, resyncMs, silentMs, log, mayConcern }));
 
   const status = new SessionStatusWriter({ kubeConfig: kc, node, log, throttleMs: opts.statusThrottleMs });
   const metrics = new AgentMetrics({ statusWrites: () => status.writes });
@@ -151,7 +155,12 @@ export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
       status.observe(captures);
     }),
   );
-  subscriptions.push(pods$.subscribe(() => (podsSynced = true)));
+  subscriptions.push(
+    pods$.subscribe((pods) => {
+      localPods = pods;
+      podsSynced = true;
+    }),
+  );
 
   // replays the stop to a pipeline that starts again after it, so that one starts nothing
   const stop$ = new ReplaySubject<void>(1);

@@ -121,14 +121,6 @@ interface CaptureEntries {
   entries: Map<string, SessionStatus>;
   /** this node's record: what decisions need of the entries, kept when they drop off */
   record?: NodeRecord;
-  /** this node's entries and record in the latest snapshot */
-  observed: Written;
-  lastWrite: number;
-  writing: boolean;
-  /** a change arrived while writing or before the throttle allowed a write */
-  dirty: boolean;
-  urgent: boolean;
-  timer?: NodeJS.Timeout;
 }
 
 /**
@@ -150,22 +142,24 @@ export interface SessionStatusOptions {
 }
 
 /**
- * Folds session updates into per-capture entry lists and applies them to /status. Feed it
- * every capture snapshot (`observe`) before the session updates derived from it (`update`).
+ * Folds session updates into per-capture entry lists and hands them to the status writer.
+ * Feed it every capture snapshot (`observe`) before the session updates derived from it
+ * (`update`).
  */
 export class SessionStatusWriter {
   private readonly captures = new Map<string, CaptureEntries>();
   private readonly writer: StatusWriter<Written>;
-  private readonly throttleMs: number;
-  private readonly retryMs: number;
   private latest: Snapshot<PacketCapture> = new Map();
-  private readonly inFlight = new Set<Promise<void>>();
-  private stopped = false;
 
   constructor(private readonly opts: SessionStatusOptions) {
-    this.writer = new StatusWriter(opts.kubeConfig, agentFieldManager(opts.node));
-    this.throttleMs = opts.throttleMs ?? PROGRESS_THROTTLE_MS;
-    this.retryMs = opts.retryMs ?? 2000;
+    this.writer = new StatusWriter(opts.kubeConfig, agentFieldManager(opts.node), {
+      minIntervalMs: opts.throttleMs ?? PROGRESS_THROTTLE_MS,
+      retry: {
+        ms: opts.retryMs ?? 2000,
+        onError: (target, err) =>
+          opts.log.warn({ namespace: target.namespace, name: target.name, err: String(err) }, 'cannot write session status, retrying'),
+      },
+    });
   }
 
   get writes(): number {
@@ -177,16 +171,15 @@ export class SessionStatusWriter {
     for (const capture of captures.values()) {
       const state = this.stateOf(capture.metadata);
       const record = recordOf(capture, this.opts.node);
-      state.observed = {
+      this.writer.observe(state.target, {
         sessions: inStatusOrder((capture.status?.sessions ?? []).filter((s) => s.nodeName === this.opts.node)),
         nodes: record ? [record] : [],
-      };
-      // someone else's edit, or our write lost: the apply below puts our entries back
-      this.schedule(state, false);
+      });
+      // someone else's edit, or our write lost: the apply puts our entries back
+      this.hand(state, false);
     }
-    for (const [uid, state] of this.captures) {
-      if (captures.has(uid) || state.writing) continue;
-      clearTimeout(state.timer);
+    for (const uid of this.captures.keys()) {
+      if (captures.has(uid)) continue;
       this.captures.delete(uid);
       this.writer.forget(uid);
     }
@@ -197,25 +190,15 @@ export class SessionStatusWriter {
     const previous = state.entries.get(session.id);
     state.entries.set(session.id, session);
     state.record = nextRecord(state.record, session, this.latest.get(capture.uid));
-    const changedState = previous?.state !== session.state || previous?.reason !== session.reason;
-    this.schedule(state, changedState);
+    this.hand(state, previous?.state !== session.state || previous?.reason !== session.reason);
   }
 
-  /** Writes everything pending now and waits for it: the last act of a stopping agent. */
-  async flush(): Promise<void> {
-    for (const state of this.captures.values()) {
-      if (state.dirty || state.timer) {
-        clearTimeout(state.timer);
-        state.timer = undefined;
-        this.schedule(state, true);
-      }
-    }
-    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+  flush(): Promise<void> {
+    return this.writer.flush();
   }
 
   stop(): void {
-    this.stopped = true;
-    for (const state of this.captures.values()) clearTimeout(state.timer);
+    this.writer.stop();
   }
 
   private stateOf(ref: CaptureRef | PacketCapture['metadata']): CaptureEntries {
@@ -227,62 +210,15 @@ export class SessionStatusWriter {
       target: { path: capturePath(ref.namespace, ref.name), apiVersion: API_VERSION, kind: KIND, name: ref.name, namespace: ref.namespace, uid: ref.uid },
       entries: new Map(seen ? adoptEntries(seen, this.opts.node, new Date().toISOString()).map((s) => [s.id, s]) : []),
       ...(record ? { record } : {}),
-      observed: { sessions: [], nodes: [] },
-      lastWrite: 0,
-      writing: false,
-      dirty: false,
-      urgent: false,
     };
     this.captures.set(ref.uid, state);
     return state;
   }
 
-  private schedule(state: CaptureEntries, urgent: boolean): void {
-    if (this.stopped) return;
-    state.dirty = true;
-    state.urgent ||= urgent;
-    if (state.writing) return;
-    const wait = state.urgent ? 0 : Math.max(0, state.lastWrite + this.throttleMs - Date.now());
-    if (wait === 0) {
-      clearTimeout(state.timer);
-      state.timer = undefined;
-      this.write(state);
-    } else {
-      state.timer ??= setTimeout(() => {
-        state.timer = undefined;
-        this.write(state);
-      }, wait);
-    }
-  }
-
-  private write(state: CaptureEntries): void {
+  private hand(state: CaptureEntries, urgent: boolean): void {
     const sessions = retainedEntries(state.entries.values(), sessionShare(this.latest.get(state.target.uid), this.opts.node));
     // the entries map stays as long as what we report
     state.entries = new Map(sessions.map((s) => [s.id, s]));
-    const desired: Written = { sessions, nodes: state.record ? [state.record] : [] };
-    state.dirty = false;
-    state.urgent = false;
-    state.writing = true;
-    const done = this.writer
-      .apply(state.target, desired, state.observed)
-      .then(
-        (wrote) => {
-          if (wrote) state.lastWrite = Date.now();
-        },
-        (err: unknown) => {
-          this.opts.log.warn({ namespace: state.target.namespace, name: state.target.name, err: String(err) }, 'cannot write session status, retrying');
-          state.dirty = true;
-          state.timer ??= setTimeout(() => {
-            state.timer = undefined;
-            this.schedule(state, true);
-          }, this.retryMs);
-        },
-      )
-      .finally(() => {
-        state.writing = false;
-        this.inFlight.delete(done);
-        if (state.dirty && !state.timer) this.schedule(state, state.urgent);
-      });
-    this.inFlight.add(done);
+    this.writer.set(state.target, { sessions, nodes: state.record ? [state.record] : [] }, urgent);
   }
 }

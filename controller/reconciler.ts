@@ -13,7 +13,7 @@ import {
 import type { EventRecorder, InvolvedObject } from '../kube/events.ts';
 import { isConflict, isNotFound, kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import type { Logger } from '../kube/log.ts';
-import { canonical, StatusWriter, type StatusTarget } from '../kube/status.ts';
+import { StatusWriter, type StatusTarget } from '../kube/status.ts';
 import type { Snapshot } from '../kube/watch.ts';
 import type { Lease } from './agents.ts';
 import { carryTransitionTimes, observedControllerStatus, type ControllerStatus } from './conditions.ts';
@@ -43,8 +43,6 @@ interface CaptureState {
   uid: string;
   log: Logger;
   lineage: Lineage;
-  /** what this replica last wrote, newer than the snapshot until the watch echoes it */
-  lastWritten?: ControllerStatus;
 }
 
 const RETRY_BASE_MS = 500;
@@ -90,15 +88,16 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     }
   };
 
-  const setFinalizer = async (c: PacketCapture, present: boolean): Promise<void> => {
+  /** Our finalizer and the placement labels, in one request: a new capture costs one metadata write and one status write. */
+  const patchMetadata = async (c: PacketCapture, change: { finalizer?: boolean; labels?: Record<string, string | null> }): Promise<void> => {
+    const metadata = {
+      ...(change.finalizer !== undefined ? { finalizers: withFinalizer(c.metadata.finalizers, change.finalizer) } : {}),
+      ...(change.labels ? { labels: change.labels } : {}),
+      // the resourceVersion makes this a compare-and-swap: a list replaced from a stale read would drop others' finalizers
+      resourceVersion: c.metadata.resourceVersion,
+    };
     try {
-      await call('finalizer', () =>
-        kubeRequest(kc, 'PATCH', capturePath(c), {
-          contentType: MERGE_PATCH,
-          // the resourceVersion makes this a compare-and-swap: a list replaced from a stale read would drop others' finalizers
-          body: { metadata: { finalizers: withFinalizer(c.metadata.finalizers, present), resourceVersion: c.metadata.resourceVersion } },
-        }),
-      );
+      await call('metadata', () => kubeRequest(kc, 'PATCH', capturePath(c), { contentType: MERGE_PATCH, body: { metadata } }));
     } catch (err) {
       // gone, or changed since the snapshot: either way the watch brings the news and a new decision
       if (!isNotFound(err) && !isConflict(err)) throw err;
@@ -115,14 +114,15 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
 
   const writeStatus = async (d: Decision, state: CaptureState): Promise<void> => {
     const c = d.capture;
+    const target = statusTarget(c);
     const observed = observedControllerStatus(c.status);
-    // once the snapshot shows our last write it says all that write did: a copy kept per capture would only cost memory
-    if (state.lastWritten && canonical(state.lastWritten) === canonical(observed)) state.lastWritten = undefined;
-    const desired = carryTransitionTimes(d.derived.status, c.status?.conditions, state.lastWritten?.conditions);
-    const before = state.lastWritten ?? observed;
-    if (!(await call('status', () => writer.apply(statusTarget(c), desired, observed as ControllerStatus)))) return;
+    writer.observe(target, observed);
+    // our last write, until the snapshot shows it: the snapshot lags it
+    const pending = writer.pending(target.uid);
+    const desired = carryTransitionTimes(d.derived.status, c.status?.conditions, pending?.conditions);
+    const before = pending ?? observed;
+    if (!(await call('status', () => writer.apply(target, desired)))) return;
     metrics.statusWrites.inc();
-    state.lastWritten = desired;
     const ready = desired.conditions.find((x) => x.type === 'Ready');
     state.log.info(
       { phase: desired.phase, reason: ready?.reason, podUIDs: desired.targets.map((t) => t.podUID), generation: desired.observedGeneration },
@@ -139,13 +139,14 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     try {
       if (d.finalizer.action === 'release') {
         // the object is about to go: a last status would only be one more write nobody reads
-        await setFinalizer(d.capture, false);
+        await patchMetadata(d.capture, { finalizer: false });
         state.log.info({ reason: d.finalizer.reason }, `finalizer released: ${d.finalizer.message}`);
         // released unconfirmed: a tcpdump may still run on that node until its agent is back
         // (its reaper stops it), and the Event outlives the object, so whoever deleted it can tell
         if (d.finalizer.reason === REASONS.AgentGone) await record(d.capture, state, [{ type: 'Warning', reason: REASONS.AgentGone, message: d.finalizer.message }]);
       } else {
-        if (d.finalizer.action === 'add') await setFinalizer(d.capture, true);
+        const finalizer = d.finalizer.action === 'add' ? true : undefined;
+        if (finalizer || d.labels) await patchMetadata(d.capture, { finalizer, labels: d.labels });
         await writeStatus(d, state);
       }
       metrics.reconciles.inc({ result: 'success' });

@@ -20,6 +20,7 @@ import { changedKeys, type Snapshot } from '../kube/watch.ts';
 import { liveAgentNodes, nextAgentExpiry, type Lease } from './agents.ts';
 import { deriveStatus, type DerivedStatus } from './conditions.ts';
 import { decideFinalizer, DEFAULT_FINALIZER_OPTIONS, type FinalizerDecision, type FinalizerOptions } from './finalizer.ts';
+import { placementNodes, placementPatch } from './placement.ts';
 import { resolveTargets, type Pod, type Resolution } from './targets.ts';
 
 /** Everything a decision may depend on: the three watched kinds and the clock. */
@@ -36,6 +37,8 @@ export interface Decision {
   resolution: Resolution;
   derived: DerivedStatus;
   finalizer: FinalizerDecision;
+  /** the merge patch of metadata.labels that places the capture on its nodes (placement.ts), if they are not right */
+  labels?: Record<string, string | null>;
 }
 
 export interface Decisions {
@@ -199,12 +202,15 @@ class TargetIndex {
   }
 }
 
-function decideOne(capture: PacketCapture, pods: Iterable<Pod>, agentNodes: Set<string>, now: number, finalizerOptions: FinalizerOptions): Decision {
+function decideOne(capture: PacketCapture, candidates: Iterable<Pod>, agentNodes: Set<string>, now: number, finalizerOptions: FinalizerOptions): Decision {
+  const pods = [...candidates];
   const resolution = resolveTargets(capture, pods);
   const finalizer = decideFinalizer(capture, agentNodes, now, finalizerOptions);
   const deletion = finalizer.action === 'wait' || finalizer.action === 'release' ? finalizer : undefined;
   const derived = deriveStatus({ capture, resolution, now, agentNodes, deletion });
-  return { capture, resolution, derived, finalizer };
+  // a capture being deleted is seen where it was placed until it goes: nothing to move
+  const labels = capture.metadata.deletionTimestamp ? undefined : placementPatch(capture, placementNodes(capture, pods));
+  return { capture, resolution, derived, finalizer, ...(labels ? { labels } : {}) };
 }
 
 /** Derives the decisions of a sequence of worlds; `everything` re-derives every capture. */

@@ -115,6 +115,15 @@ function resolveBySelector(selector: NonNullable<PacketCapture['spec']['target']
   };
 }
 
+/** Whether the capture's target names the pod (by name or labels, in its own namespace), whatever the pod's state. */
+export function isTarget(capture: PacketCapture, pod: KubeObject): boolean {
+  if (pod.metadata.namespace !== capture.metadata.namespace) return false;
+  const { podName, podSelector } = capture.spec?.target ?? {};
+  if (podName !== undefined) return pod.metadata.name === podName;
+  if (podSelector !== undefined) return selectorMatches(podSelector, pod.metadata.labels);
+  return false;
+}
+
 /**
  * A capture's target as pod instances: the running pod named by `target.podName`, or
  * every running pod matching `target.podSelector`, in the capture's own namespace only.

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REASONS } from '../../crds/packetcapture.ts';
 import { CONTROLLER_LEASE, runController, type ControllerHandle, type ControllerOptions } from '../../controller/main.ts';
 import { kubeRequest } from '../../kube/http.ts';
-import { cluster, controlPlaneAvailable, installCrds, useNamespace } from '../support/cluster.ts';
+import { cluster, controlPlaneAvailable, useNamespace } from '../support/cluster.ts';
 import { Fixture, memoryLogger, WAIT } from './controller-support.ts';
 
 /**
@@ -105,11 +105,7 @@ describe.runIf(controlPlaneAvailable)('controller: restarts, expired watches and
   };
 
   beforeAll(async () => {
-    const { kubeConfig } = cluster();
-    f = new Fixture(kubeConfig, ns.name);
-    await installCrds(kubeConfig);
-    await f.createNode(nodeA);
-    await f.createNode(nodeB);
+    f = await Fixture.withNodes(ns.name, [nodeA, nodeB]);
   });
 
   afterAll(async () => {

@@ -19,9 +19,10 @@ import {
   type SessionStatus,
 } from '../../crds/packetcapture.ts';
 import { AGENT_LEASE_LABEL } from '../../controller/agents.ts';
-import { microTime } from '../../kube/leader.ts';
+import { microTime } from '../../kube/lease.ts';
 import { APPLY_PATCH, isNotFound, kubeRequest, MERGE_PATCH } from '../../kube/http.ts';
 import type { Logger } from '../../kube/log.ts';
+import { cluster, installCrds } from '../support/cluster.ts';
 
 export const WAIT = { timeout: 30_000, interval: 100 };
 
@@ -56,6 +57,15 @@ export class Fixture {
     readonly kc: KubeConfig,
     readonly namespace: string,
   ) {}
+
+  /** A test file's fixture on the shared cluster: the CRDs installed, and a Node object for each of `nodes`. */
+  static async withNodes(namespace: string, nodes: string[]): Promise<Fixture> {
+    const { kubeConfig } = cluster();
+    await installCrds(kubeConfig);
+    const f = new Fixture(kubeConfig, namespace);
+    for (const node of nodes) await f.createNode(node);
+    return f;
+  }
 
   private podPath = (name: string) => `/api/v1/namespaces/${this.namespace}/pods/${name}`;
   capturePath = (name: string) => `/apis/${GROUP}/${VERSION}/namespaces/${this.namespace}/${PLURAL}/${name}`;

@@ -7,7 +7,7 @@ import { CONTROLLER_FIELD_MANAGER, FINALIZER, REASONS, type PacketCapture, type 
 import { kstatus } from '../../controller/kstatus.ts';
 import { runController, type ControllerHandle } from '../../controller/main.ts';
 import { watchSnapshots } from '../../kube/watch.ts';
-import { cluster, controlPlaneAvailable, installCrds, useNamespace } from '../support/cluster.ts';
+import { controlPlaneAvailable, useNamespace } from '../support/cluster.ts';
 import { condition, Fixture, memoryLogger, runningSession, WAIT } from './controller-support.ts';
 
 describe.runIf(controlPlaneAvailable)('controller: targets, status and events', () => {
@@ -20,15 +20,11 @@ describe.runIf(controlPlaneAvailable)('controller: targets, status and events', 
   const stopAgents: (() => void)[] = [];
 
   beforeAll(async () => {
-    const { kubeConfig } = cluster();
-    f = new Fixture(kubeConfig, ns.name);
-    await installCrds(kubeConfig);
-    await f.createNode(nodeA);
-    await f.createNode(nodeB);
+    f = await Fixture.withNodes(ns.name, [nodeA, nodeB]);
     // the test namespace doubles as the system namespace: agent Leases live here
     stopAgents.push(await f.keepAgentAlive(ns.name, nodeA), await f.keepAgentAlive(ns.name, nodeB));
     ctl = await runController({
-      kubeConfig,
+      kubeConfig: f.kc,
       namespace: ns.name,
       watchNamespace: ns.name,
       leaderElect: false,

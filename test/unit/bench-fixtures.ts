@@ -27,6 +27,7 @@ export function validResults(): BenchResults {
       recreateMs: 150,
       recreate1000Ms: null,
     },
+    agentWatchEventsPerForeignWrite: 0,
     statusWritesPerSessionMinute: 1.7,
     statusRateWindowS: 35,
     agent: {
