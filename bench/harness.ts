@@ -2,13 +2,16 @@
 // control plane with the CRD installed, and the controller and agent as child processes
 // (so their RSS and CPU are their own), whose JSON log lines are kept for timing.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { AGENT_LEASE_LABEL } from '../controller/agents.ts';
 import { applyObjects, readManifests } from '../kube/apply.ts';
 import { isConflict, kubeRequest } from '../kube/http.ts';
-import { microTime } from '../kube/leader.ts';
+import { microTime } from '../kube/lease.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const SYSTEM_NAMESPACE = 'packet-capture-system';
@@ -131,6 +134,20 @@ export interface LogRecord {
 }
 
 /** A component (`packet-capture controller|agent ...`) in its own process, its JSON log kept. */
+let compiledCli: string | undefined;
+
+/**
+ * Compiles the CLI as the image has it (tsconfig.build.json, ~20 s) and runs every later
+ * Component from it: memory and CPU are then the shipped program's, not tsx's loader's
+ * and its compile cache's on top.
+ */
+export async function useCompiledCli(): Promise<void> {
+  const out = join(ROOT, '.local', 'bench-build');
+  await rm(out, { recursive: true, force: true });
+  await promisify(execFile)(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json', '--outDir', out], { cwd: ROOT });
+  compiledCli = join(out, 'cli', 'packet-capture.js');
+}
+
 export class Component {
   readonly records: LogRecord[] = [];
   readonly exited: Promise<number | null>;
@@ -158,11 +175,13 @@ export class Component {
   }
 
   /**
-   * Runs the CLI under node 24 with tsx as a loader, in one process (no npx or tsx wrapper
-   * around it, so the pid is the component's own), dying with the bench (parent-death signal).
+   * Runs the CLI under node 24 in one process (no npx or tsx wrapper around it, so the pid
+   * is the component's own), dying with the bench (parent-death signal): the compiled
+   * JavaScript after useCompiledCli(), as the image runs it, else the sources under tsx.
    */
   static start(name: string, args: string[], env: Record<string, string> = {}): Component {
-    const child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', process.execPath, '--import', 'tsx', 'cli/packet-capture.ts', ...args], {
+    const entry = compiledCli ? [compiledCli] : ['--import', 'tsx', 'cli/packet-capture.ts'];
+    const child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', process.execPath, ...entry, ...args], {
       cwd: ROOT,
       env: { ...process.env, LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -13,7 +13,7 @@ import { NetnsEnv } from './env.ts';
 import { fidelityStep } from './fidelity.ts';
 import { tcpdumpStartLatency, watchEventLatency } from './floor.ts';
 import { agentFootprint } from './footprint.ts';
-import { createNamespace, defer, installCrds, SYSTEM_NAMESPACE, teardownAll } from './harness.ts';
+import { createNamespace, defer, installCrds, SYSTEM_NAMESPACE, teardownAll, useCompiledCli } from './harness.ts';
 import { machine } from './proc.ts';
 import { renderReport } from './report.ts';
 import { controllerScale, PODS_PER_CAPTURE } from './scale.ts';
@@ -88,6 +88,7 @@ function emptyResults(quick: boolean, m: BenchResults['machine'], plan: Plan): B
       recreateMs: null,
       recreate1000Ms: null,
     },
+    agentWatchEventsPerForeignWrite: null,
     statusWritesPerSessionMinute: null,
     statusRateWindowS: plan.statusRateS,
     agent: { rssMb: bySessions(null), cpuPct: bySessions(null), tcpdumpRssMb: bySessions(null), tcpdumpCount: bySessions(0), windowS: plan.windowS },
@@ -127,6 +128,7 @@ async function main(): Promise<number> {
     }
   };
 
+  await useCompiledCli();
   const cp = await startControlPlane();
   defer('control plane', () => cp.stop());
   await installCrds(cp.kubeConfig);
@@ -179,8 +181,8 @@ async function main(): Promise<number> {
     for (const n of plan.sessions.filter((n) => n > 0)) {
       await phase(`agent footprint, ${n} sessions`, async () => record(String(n), await agentFootprint(e, n, plan.windowS, podsUp)));
     }
-    // the agent watches every PacketCapture in the cluster: left running, it would compete
-    // with the controller for CPU during the scale phase
+    // the scale phase's captures start unplaced, and an agent hears every unplaced capture:
+    // left running, it would compete with the controller for CPU there
     await e.agent.stop();
   }
   function record(key: string, f: Awaited<ReturnType<typeof agentFootprint>>) {
@@ -193,6 +195,9 @@ async function main(): Promise<number> {
   if (wanted('scale')) {
     await phase('controller scale', async () => {
       results.scale = await controllerScale(kc, cp.kubeconfigPath, plan);
+      const { foreignNode } = results.scale;
+      if (foreignNode && foreignNode.writes > 0) results.agentWatchEventsPerForeignWrite = Math.round((foreignNode.modified / foreignNode.writes) * 1000) / 1000;
+      say(`foreign-node agent: ${foreignNode?.modified} events for ${foreignNode?.writes} writes (and ${foreignNode?.added} ADDED, ${foreignNode?.deleted} DELETED on the way from unplaced to placed elsewhere)`);
     });
   }
 

@@ -101,6 +101,14 @@ export function renderReport(r: BenchResults): string {
   if (s.writesChanged) out.push(`| what the writes changed (whole phase) | ${parts(s.writesChanged)} |`);
   if (s.quietWritesChanged) out.push(`| what the quiet-window writes changed | ${parts(s.quietWritesChanged)} |`);
   out.push('');
+  out.push('## What an agent hears of other nodes\' captures');
+  out.push('');
+  const fn = s.foreignNode;
+  out.push(
+    `${show(r.agentWatchEventsPerForeignWrite)} watch events per status write of a capture with no pod on the agent's node` +
+      (fn ? ` (${fn.modified} for ${fn.writes} writes; besides, ${fn.added} ADDED and ${fn.deleted} DELETED while captures went from unplaced to placed elsewhere).` : '.'),
+  );
+  out.push('');
   out.push('## Status writes of a busy session');
   out.push('');
   out.push(`${show(r.statusWritesPerSessionMinute)} writes per minute of one running session under 500 pps (watch MODIFIED events over ${r.statusRateWindowS} s; start and end are written at once, progress at most every 30 s).`);

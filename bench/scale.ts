@@ -6,12 +6,13 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
 import { kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import { createLogger } from '../kube/log.ts';
+import { nodeCaptures } from '../agent/capture-scope.ts';
 import { watchSnapshots } from '../kube/watch.ts';
 import { Component, createNamespace, defer, fakeAgentLease, now, pool, podBody, sleep, SYSTEM_NAMESPACE, waitFor } from './harness.ts';
 import { sample } from './proc.ts';
 import { round1 } from './stats.ts';
 import { changedParts, tally } from './diff.ts';
-import type { BenchResults } from './shape.ts';
+import type { BenchResults, ForeignNodeEvents } from './shape.ts';
 
 /** Pods per Node object (kubelet's default limit is 110); each node has its own agent Lease. */
 const PODS_PER_NODE = 100;
@@ -93,7 +94,7 @@ export async function controllerScale(
   kc: KubeConfig,
   kubeconfigPath: string,
   { captures, recreations, quietS }: ScalePlan,
-): Promise<BenchResults['scale'] & { controllerCpuAfterSyncS: number | null; controllerRssAtSyncMb: number | null; writesChanged: Record<string, number>; quietWritesChanged: Record<string, number> }> {
+): Promise<BenchResults['scale'] & { controllerCpuAfterSyncS: number | null; controllerRssAtSyncMb: number | null; writesChanged: Record<string, number>; quietWritesChanged: Record<string, number>; foreignNode: ForeignNodeEvents }> {
   const pods = captures * PODS_PER_CAPTURE;
   const namespaces = Array.from({ length: Math.max(1, Math.ceil(captures / PER_NAMESPACE)) }, (_, i) => `bench-scale-${i}`);
   const nodes = [...new Set(Array.from({ length: pods }, (_, i) => nodeName(i)))];
@@ -160,6 +161,20 @@ export async function controllerScale(
   }).subscribe();
   defer('scale watch', async () => watching.unsubscribe());
 
+  // An agent on a node with no pod, watching what the agent watches (agent/capture-scope.ts):
+  // every capture here is foreign to it, so whatever it hears of their writes is fan-out.
+  const foreign = { modified: 0, added: 0, deleted: 0 };
+  const foreignWatch = nodeCaptures(kc, {
+    node: 'bench-scale-node-without-pods',
+    log,
+    onEvent: (type) => {
+      if (type === 'MODIFIED') foreign.modified++;
+      else if (type === 'ADDED') foreign.added++;
+      else if (type === 'DELETED') foreign.deleted++;
+    },
+  }).subscribe();
+  defer('scale foreign-node watch', async () => foreignWatch.unsubscribe());
+
   const controller = Component.start('controller', ['controller', '--kubeconfig', kubeconfigPath, '--namespace', SYSTEM_NAMESPACE, '--metrics-port', '0'], {
     NODE_OPTIONS: CONTROLLER_NODE_OPTIONS,
   });
@@ -210,6 +225,7 @@ export async function controllerScale(
 
   const usage = await sample(controller.pid);
   await controller.stop();
+  foreignWatch.unsubscribe();
   return {
     captures,
     pods,
@@ -232,5 +248,6 @@ export async function controllerScale(
     recreateAfterRunningMaxMs: round1(controllerPart),
     writesChanged: changed,
     quietWritesChanged: quietParts,
+    foreignNode: { writes, ...foreign },
   };
 }

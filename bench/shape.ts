@@ -23,6 +23,14 @@ export interface FidelityStep {
   agentCpuPctPer10kpps: number | null;
 }
 
+export interface ForeignNodeEvents {
+  /** every write of the phase's captures (MODIFIED events of a cluster-wide watch) */
+  writes: number;
+  modified: number;
+  added: number;
+  deleted: number;
+}
+
 export interface BenchResults {
   machine: Machine;
   quick: boolean;
@@ -63,7 +71,14 @@ export interface BenchResults {
     /** what the writes changed (diff.ts parts -> count), whole phase and quiet window */
     writesChanged?: Record<string, number>;
     quietWritesChanged?: Record<string, number>;
+    /** what that agent heard: MODIFIED are writes, ADDED and DELETED a capture's way from unplaced to placed elsewhere */
+    foreignNode?: ForeignNodeEvents;
   };
+  /**
+   * watch events an agent on a node without pods receives per status write of the scale
+   * phase's captures (all of them foreign to it); before placement labels every agent got every write: 1
+   */
+  agentWatchEventsPerForeignWrite: number | null;
   /** status writes (watch MODIFIED events) per minute of one running session under steady traffic */
   statusWritesPerSessionMinute: number | null;
   statusRateWindowS: number;
@@ -185,6 +200,7 @@ const results = obj(
       recreateMs: ms,
       recreate1000Ms: ms,
     }),
+    agentWatchEventsPerForeignWrite: num({ nullable: true, min: 0 }),
     statusWritesPerSessionMinute: num({ nullable: true, min: 0 }),
     statusRateWindowS: num({ min: 0 }),
     agent: obj({
