@@ -10,15 +10,15 @@
 // three-way or server-side) and Flux's server-side apply compare only the fields the
 // manifest names, so a label another manager owns is not drift, and nothing touches spec.
 //
-// A capture nobody has placed yet (just created, or no controller running) carries no
-// PLACED_LABEL, and every agent watches those too: capturing never waits for the
-// controller, and once placed a capture is heard only where it concerns a node.
+// A capture nobody has placed yet (just created, no controller running, or no pod to place
+// it by) carries no PLACED_LABEL, and every agent watches those too: capturing never waits
+// for the controller, and once placed a capture is heard only where it concerns a node.
 
 import { createHash } from 'node:crypto';
 import { GROUP, type PacketCapture } from '../crds/packetcapture.ts';
 import { isTarget, type Pod } from './targets.ts';
 
-/** Set once the controller has labelled the capture's nodes. */
+/** Set while the controller has labelled the capture's nodes (at least one). */
 export const PLACED_LABEL = `${GROUP}/placed`;
 export const NODE_LABEL_PREFIX = `node.${GROUP}/`;
 
@@ -64,6 +64,10 @@ export function placementPatch(capture: PacketCapture, nodes: ReadonlySet<string
   const patch: Record<string, string | null> = {};
   for (const key of Object.keys(current)) if (key.startsWith(NODE_LABEL_PREFIX) && !want.has(key)) patch[key] = null;
   for (const key of want) if (current[key] === undefined) patch[key] = 'true';
-  if (current[PLACED_LABEL] === undefined) patch[PLACED_LABEL] = 'true';
+  // placed nowhere is left unplaced, heard by every agent: a pod it targets may start on any
+  // node, and that node's agent must already have the capture when the sandbox's first
+  // packets flow (an init container's), not only once the controller has labelled it
+  if (nodes.size === 0 && current[PLACED_LABEL] !== undefined) patch[PLACED_LABEL] = null;
+  if (nodes.size > 0 && current[PLACED_LABEL] === undefined) patch[PLACED_LABEL] = 'true';
   return Object.keys(patch).length > 0 ? patch : undefined;
 }

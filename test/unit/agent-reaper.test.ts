@@ -102,6 +102,8 @@ describe('reapStale', () => {
     children.push(parent);
     const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (chunk: Buffer) => resolve(Number(String(chunk).trim()))));
     await expect.poll(() => processIdentityNow(pid)?.comm).toBe('tcpdump');
+    // until bash has exec'd sleep, bash itself would reap the killed child
+    await expect.poll(() => processIdentityNow(parent.pid!)?.comm).toBe('sleep');
     const startTicks = processIdentityNow(pid)!.startTicks;
     process.kill(pid, 'SIGKILL');
     await expect.poll(async () => (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]![0]).toBe('Z');

@@ -47,10 +47,11 @@ describe('placement: which nodes see a capture', () => {
     });
   });
 
-  it('right labels need no patch; a capture with no node yet is still marked placed', () => {
+  it('right labels need no patch; a capture placed nowhere stays (or goes back to) unplaced, for every agent to hear', () => {
     const placed = withLabels(capture({ target: { podName: 'web-0' } }), { [PLACED_LABEL]: 'true', [nodeLabelKey('node-a')]: 'true' });
     expect(placementPatch(placed, new Set(['node-a']))).toBeUndefined();
-    expect(placementPatch(capture({ target: { podName: 'web-0' } }), new Set())).toEqual({ [PLACED_LABEL]: 'true' });
+    expect(placementPatch(capture({ target: { podName: 'web-0' } }), new Set())).toBeUndefined();
+    expect(placementPatch(placed, new Set())).toEqual({ [PLACED_LABEL]: null, [nodeLabelKey('node-a')]: null });
   });
 });
 
