@@ -1,29 +1,18 @@
 # One image for both components: `controller` and `agent` are subcommands of the CLI.
 #   docker build -t ghcr.io/packet-capture/packet-capture:0.1.0 .
 # scripts/image (`npm run image`) builds the same image without docker, as an OCI archive:
-# keep the two in step (packages, what leaves node_modules, entrypoint, user).
+# keep the two in step (packages, the bundle and no node_modules, entrypoint, user).
 # The Node that package.json pins (the `node` package), on Debian bookworm.
 ARG NODE_IMAGE=node:24.21.0-bookworm-slim
 
-# The compiled JavaScript: npm run build (tsc -p tsconfig.build.json) into build/.
+# The bundled JavaScript: npm run build (scripts/build, esbuild) into build/. The bundle holds
+# its dependencies, so the image has no node_modules.
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY . .
 RUN npm run build
-
-# Runtime dependencies only, less what is never loaded at run time: the `node` package (the
-# base image has Node), tsx (the image runs compiled JavaScript), cdk8s (synthesis only), type
-# declarations and source maps. Install scripts are skipped: the `node` package's would fetch
-# a second Node.
-FROM ${NODE_IMAGE} AS modules
-WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
- && npm uninstall --no-save --omit=dev --ignore-scripts --no-audit --no-fund node tsx cdk8s cdk8s-plus-28 constructs \
- && find node_modules \( -name '*.d.ts' -o -name '*.d.[cm]ts' -o -name '*.map' \) -type f -delete \
- && find node_modules -type d -empty -delete
 
 FROM ${NODE_IMAGE}
 # tcpdump captures; nsenter and setpriv (util-linux) enter a pod's network namespace and
@@ -33,9 +22,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-# package.json says "type": "module", which the compiled files need
+# package.json says "type": "module", which the bundle's files need
 COPY package.json ./
-COPY --from=modules /app/node_modules ./node_modules
 COPY --from=build /src/build ./build
 
 # Unprivileged by default; the agent's DaemonSet runs it as root (see cdk8s/agent.ts).

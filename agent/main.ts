@@ -2,7 +2,6 @@
 // session does to the node goes through the process layer (netns.ts, tcpdump.ts,
 // files.ts); this file only wires it to the streams and keeps the node tidy.
 
-import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { firstValueFrom, ReplaySubject, share, tap, type Observable, type Subscription } from 'rxjs';
@@ -27,6 +26,7 @@ import { SessionStatusWriter } from './session-status.ts';
 import { sessionUpdates, type SessionDeps, type SessionTiming } from './sessions.ts';
 import { streamRoute } from './stream.ts';
 import { compileFilter, startTcpdump } from './tcpdump.ts';
+import pkg from '../package.json' with { type: 'json' };
 
 export interface AgentOptions {
   kubeConfig: KubeConfig;
@@ -75,7 +75,7 @@ export interface AgentHandle {
 }
 
 /** The version the agent's files name as their writer. */
-const AGENT_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const AGENT_VERSION = pkg.version;
 
 export async function runAgent(opts: AgentOptions): Promise<AgentHandle> {
   const node = opts.nodeName;

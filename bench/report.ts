@@ -90,6 +90,8 @@ export function renderReport(r: BenchResults): string {
   if (s.controllerRssAtSyncMb !== undefined) out.push(`| controller RSS when synced, before any capture | ${show(s.controllerRssAtSyncMb, ' MB')} |`);
   if (s.createAllMs !== undefined) out.push(`| creating the ${s.captures} captures | ${show(s.createAllMs, ' ms')} |`);
   out.push(`| ${s.recreations} simultaneous pod recreations → every target shows its new UID | ${show(s.recreateMs, ' ms')} |`);
+  if (s.recreateRunningMs != null) out.push(`| … of which the bench deleting them / having every new pod Running | ${show(s.recreateDeletesMs ?? null, ' ms')} / ${show(s.recreateRunningMs, ' ms')} |`);
+  if (s.recreateUntargetedMs != null) out.push(`| the same recreations of ${s.recreations} pods no capture targets (the bench's requests alone) | ${show(s.recreateUntargetedMs, ' ms')} |`);
   if (s.recreateAfterRunningMaxMs !== undefined) out.push(`| … longest wait of one of them from its new pod Running | ${show(s.recreateAfterRunningMaxMs, ' ms')} |`);
   const parts = (counts: Record<string, number> | undefined) =>
     counts && Object.keys(counts).length > 0

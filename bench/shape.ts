@@ -65,6 +65,11 @@ export interface BenchResults {
     recreate1000Ms: number | null;
     /** the longest any recreated pod waited, from Running to its capture showing the new UID: the controller's share */
     recreateAfterRunningMaxMs?: number | null;
+    /** from the first DELETE until the bench had deleted every chosen pod, and until it had every new one Running */
+    recreateDeletesMs?: number | null;
+    recreateRunningMs?: number | null;
+    /** the same recreations of as many pods no capture targets: the bench's requests alone */
+    recreateUntargetedMs?: number | null;
     controllerCpuAfterSyncS?: number | null;
     controllerRssAtSyncMb?: number | null;
     createAllMs?: number | null;

@@ -20,6 +20,7 @@ import { carryTransitionTimes, observedControllerStatus, type ControllerStatus }
 import { phaseEvents, problemEvents, seedLineage, targetEvents, type CaptureEvent, type Lineage } from './events.ts';
 import { withFinalizer, type FinalizerOptions } from './finalizer.ts';
 import type { ControllerMetrics } from './metrics.ts';
+import { PLACED_LABEL } from './placement.ts';
 import { decisions, perCapture, type Decision } from './stream.ts';
 import type { Pod } from './targets.ts';
 
@@ -93,8 +94,9 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     const metadata = {
       ...(change.finalizer !== undefined ? { finalizers: withFinalizer(c.metadata.finalizers, change.finalizer) } : {}),
       ...(change.labels ? { labels: change.labels } : {}),
-      // the resourceVersion makes this a compare-and-swap: a list replaced from a stale read would drop others' finalizers
-      resourceVersion: c.metadata.resourceVersion,
+      // the resourceVersion makes this a compare-and-swap: a list replaced from a stale read
+      // would drop others' finalizers (labels merge key by key and need none)
+      ...(change.finalizer !== undefined ? { resourceVersion: c.metadata.resourceVersion } : {}),
     };
     try {
       await call('metadata', () => kubeRequest(kc, 'PATCH', capturePath(c), { contentType: MERGE_PATCH, body: { metadata } }));
@@ -146,8 +148,14 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
         if (d.finalizer.reason === REASONS.AgentGone) await record(d.capture, state, [{ type: 'Warning', reason: REASONS.AgentGone, message: d.finalizer.message }]);
       } else {
         const finalizer = d.finalizer.action === 'add' ? true : undefined;
+        // An unplaced capture is heard by every agent: the status it is unplaced with (its
+        // pod gone) is written first, while only the nodes it was placed on hear it, and the
+        // others get it once, with the capture. Placing goes first, so that its nodes alone
+        // hear the status.
+        const unplacing = d.labels?.[PLACED_LABEL] === null;
+        if (unplacing) await writeStatus(d, state);
         if (finalizer || d.labels) await patchMetadata(d.capture, { finalizer, labels: d.labels });
-        await writeStatus(d, state);
+        if (!unplacing) await writeStatus(d, state);
       }
       metrics.reconciles.inc({ result: 'success' });
     } catch (err) {

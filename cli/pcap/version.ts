@@ -1,6 +1,6 @@
 // `kubectl pcap version`: the package version, and the git commit when it is known. The
 // single-file plugin has the commit written in by scripts/build-plugin; run from a checkout,
-// git says it; elsewhere (the image's compiled JavaScript) it is unknown.
+// git says it; elsewhere it is unknown.
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

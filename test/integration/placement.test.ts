@@ -146,6 +146,21 @@ describe.runIf(controlPlaneAvailable)('placement: agents see only the captures o
     expect(after.metadata.labels?.[nodeLabelKey(nodeA)]).toBe('true');
   });
 
+  it('a capture whose pod is gone writes that where it was placed, and then the other node hears it once, unplaced', async () => {
+    await f.startPod('mail-0', '10.244.7.15', { node: nodeA });
+    const created = await f.createCapture('mail', { target: { podName: 'mail-0' } });
+    const uid = created.metadata.uid;
+    await f.waitCapture('mail', (c) => expect(c.metadata.labels?.[nodeLabelKey(nodeA)]).toBe('true'));
+    const b = view(nodeB);
+    await vi.waitFor(() => expect(b.listed).toBe(true), WAIT);
+    await f.deletePod('mail-0');
+    // unplaced, every agent hears it (a new pod may start anywhere); the write that says the
+    // target is gone came before, so b learns it with the capture rather than as a write
+    await vi.waitFor(() => expect(b.find('mail')?.status?.targets).toEqual([]), WAIT);
+    expect(b.find('mail')?.metadata.labels?.[PLACED_LABEL]).toBeUndefined();
+    expect(b.eventsOf(uid)).toEqual(['ADDED']);
+  });
+
   it('a node with session entries keeps seeing the capture after its pod is gone', async () => {
     const pod = await f.startPod('cart-0', '10.244.7.14', { node: nodeB });
     await f.createCapture('cart', { target: { podName: 'cart-0' } });

@@ -1,6 +1,6 @@
 // The project's image has two recipes, the Dockerfile (docker build) and scripts/image (an
 // OCI archive without a daemon), and the manifests in dist/ name it by DEFAULT_IMAGE. These
-// must not drift apart: same packages, same runtime dependencies, same entrypoint and user,
+// must not drift apart: same packages, the same bundle, same entrypoint and user,
 // and a tag that is the package's version.
 
 import { readFileSync } from 'node:fs';
@@ -39,11 +39,16 @@ describe('the image recipes', () => {
     expect(bashArray('PACKAGES').filter((p) => p !== 'libstdc++6').sort()).toEqual(docker.sort());
   });
 
-  it('leaves the same development-only packages out of node_modules', () => {
-    expect(dockerWords('npm uninstall --no-save --omit=dev --ignore-scripts --no-audit --no-fund').sort()).toEqual(bashArray('DEV_ONLY').sort());
+  it('ships the bundle npm run build makes and no node_modules, in both', () => {
+    expect(JSON.parse(read('package.json')).scripts.build).toBe('scripts/build');
+    expect(dockerfile).toMatch(/^RUN npm run build$/m);
+    expect(dockerfile).toMatch(/^COPY --from=build \/src\/build \.\/build$/m);
+    expect(script).toMatch(/^npm run --silent build >&2$/m);
+    expect(script).toContain('cp -a build "$work.root/app/build"');
+    for (const recipe of [dockerfile, script]) expect(recipe).not.toMatch(/^[^#]*node_modules\b[^#]*\.\/node_modules|npm ci --omit=dev/m);
   });
 
-  it('runs the compiled CLI with the image\'s Node, as user 65532, from /app', () => {
+  it('runs the bundled CLI with the image\'s Node, as user 65532, from /app', () => {
     expect(dockerfile).toContain('ENTRYPOINT ["/usr/local/bin/node", "/app/build/cli/packet-capture.js"]');
     expect(script).toContain('--config.entrypoint /usr/local/bin/node --config.entrypoint /app/build/cli/packet-capture.js');
     expect(dockerfile).toMatch(/^USER 65532:65532$/m);
