@@ -4,6 +4,7 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NODE_OPTIONS } from '../cdk8s/settings.ts';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { GROUP, PLURAL, VERSION, type PacketCapture, type PacketCaptureSpec, API_VERSION, KIND } from '../crds/packetcapture.ts';
 import { isNotFound, kubeRequest } from '../kube/http.ts';
@@ -77,7 +78,7 @@ export class NetnsEnv {
       '0',
       '--data-port',
       '0',
-    ]);
+    ], { NODE_OPTIONS: NODE_OPTIONS.agent });
     await agent.waitLog((r) => r.msg === 'agent started');
     return new NetnsEnv(kc, node, host, agent, dataDir);
   }

@@ -1,6 +1,6 @@
 // What /proc says about processes and the machine: RSS, CPU time, netns inodes.
 
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
 import type { Machine } from './shape.ts';
 
@@ -36,6 +36,21 @@ export async function sample(pid: number): Promise<ProcSample | undefined> {
   try {
     const [status, stat] = await Promise.all([readFile(`/proc/${pid}/status`, 'utf8'), readFile(`/proc/${pid}/stat`, 'utf8')]);
     return { rssMb: statusMb(status, 'VmRSS') ?? 0, peakRssMb: statusMb(status, 'VmHWM') ?? 0, cpuS: cpuSecondsFromStat(stat) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The process's peak resident memory since the last call (or its start), in MB, and a new
+ * peak from now on: the kernel's high-water mark, reset by writing 5 to clear_refs (root),
+ * so a phase's peak is exact rather than whatever a sampler happened to see.
+ */
+export async function peakSinceLast(pid: number): Promise<number | undefined> {
+  try {
+    const peak = statusMb(await readFile(`/proc/${pid}/status`, 'utf8'), 'VmHWM');
+    await writeFile(`/proc/${pid}/clear_refs`, '5');
+    return peak;
   } catch {
     return undefined;
   }

@@ -32,6 +32,41 @@ export function mermaidBars(title: string, yLabel: string, rows: readonly { labe
 const summaryRow = (name: string, s: Summary): string =>
   `| ${name} | ${s.n} | ${show(s.p50)} | ${show(s.p90)} | ${show(s.p99)} | ${show(s.max)} |`;
 
+/** The table of one controller scale run. */
+function scaleTable(s: BenchResults['scale']): string[] {
+  const out: string[] = [];
+  out.push('');
+  out.push('| measure | value |');
+  out.push('|---|---|');
+  out.push(`| captures / pods | ${s.captures} / ${s.pods} |`);
+  out.push(`| all TargetResolved=True | ${show(s.resolveAllMs, ' ms')} |`);
+  out.push(`| … of which after the last capture was created | ${show(s.resolveAfterLastCreateMs, ' ms')} |`);
+  out.push(`| all targets + phase written | ${show(s.readyAllMs, ' ms')} |`);
+  out.push(`| status writes per capture | ${show(s.writesPerCapture)} |`);
+  out.push(`| writes during a quiet ${s.quietWindowS} s | ${show(s.quietMinuteWrites)} |`);
+  out.push(`| controller peak RSS | ${show(s.controllerPeakRssMb, ' MB')} |`);
+  if (s.controllerPeakRssByPhaseMb) out.push(`| … its peak in each phase | ${Object.entries(s.controllerPeakRssByPhaseMb).map(([k, v]) => `${k} ${show(v, ' MB')}`).join(', ')} |`);
+  out.push(`| controller CPU (whole life) | ${show(s.controllerCpuS, ' s')} |`);
+  if (s.controllerCpuAfterSyncS !== undefined) out.push(`| controller CPU after its watches synced | ${show(s.controllerCpuAfterSyncS, ' s')} |`);
+  if (s.controllerRssAtSyncMb !== undefined) out.push(`| controller RSS when synced, before any capture | ${show(s.controllerRssAtSyncMb, ' MB')} |`);
+  if (s.createAllMs !== undefined) out.push(`| creating the ${s.captures} captures | ${show(s.createAllMs, ' ms')} |`);
+  out.push(`| ${s.recreations} simultaneous pod recreations → every target shows its new UID | ${show(s.recreateMs, ' ms')} |`);
+  if (s.recreateRunningMs != null) out.push(`| … of which the bench deleting them / having every new pod Running | ${show(s.recreateDeletesMs ?? null, ' ms')} / ${show(s.recreateRunningMs, ' ms')} |`);
+  if (s.recreateUntargetedMs != null) out.push(`| the same recreations of ${s.recreations} pods no capture targets (the bench's requests alone) | ${show(s.recreateUntargetedMs, ' ms')} |`);
+  if (s.recreateAfterRunningMaxMs !== undefined) out.push(`| … longest wait of one of them from its new pod Running | ${show(s.recreateAfterRunningMaxMs, ' ms')} |`);
+  const parts = (counts: Record<string, number> | undefined) =>
+    counts && Object.keys(counts).length > 0
+      ? Object.entries(counts)
+          .sort((a, b) => b[1] - a[1])
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')
+      : '—';
+  if (s.writesChanged) out.push(`| what the writes changed (whole phase) | ${parts(s.writesChanged)} |`);
+  if (s.quietWritesChanged) out.push(`| what the quiet-window writes changed | ${parts(s.quietWritesChanged)} |`);
+  out.push('');
+  return out;
+}
+
 export function renderReport(r: BenchResults): string {
   const m = r.machine;
   const f = r.fidelity;
@@ -74,41 +109,19 @@ export function renderReport(r: BenchResults): string {
     out.push(`| ${step.ratePps} | ${step.sent} | ${step.agent} | ${step.raw} | ${step.agentDrops} | ${step.rawDrops} | ${show(step.ratio)} | ${show(step.agentCpuPctPer10kpps)} |`);
   }
   out.push('');
-  out.push('## Controller scale');
-  out.push('');
-  out.push('| measure | value |');
-  out.push('|---|---|');
-  out.push(`| captures / pods | ${s.captures} / ${s.pods} |`);
-  out.push(`| all TargetResolved=True | ${show(s.resolveAllMs, ' ms')} |`);
-  out.push(`| … of which after the last capture was created | ${show(s.resolveAfterLastCreateMs, ' ms')} |`);
-  out.push(`| all targets + phase written | ${show(s.readyAllMs, ' ms')} |`);
-  out.push(`| status writes per capture | ${show(s.writesPerCapture)} |`);
-  out.push(`| writes during a quiet ${s.quietWindowS} s | ${show(s.quietMinuteWrites)} |`);
-  out.push(`| controller peak RSS | ${show(s.controllerPeakRssMb, ' MB')} |`);
-  out.push(`| controller CPU (whole life) | ${show(s.controllerCpuS, ' s')} |`);
-  if (s.controllerCpuAfterSyncS !== undefined) out.push(`| controller CPU after its watches synced | ${show(s.controllerCpuAfterSyncS, ' s')} |`);
-  if (s.controllerRssAtSyncMb !== undefined) out.push(`| controller RSS when synced, before any capture | ${show(s.controllerRssAtSyncMb, ' MB')} |`);
-  if (s.createAllMs !== undefined) out.push(`| creating the ${s.captures} captures | ${show(s.createAllMs, ' ms')} |`);
-  out.push(`| ${s.recreations} simultaneous pod recreations → every target shows its new UID | ${show(s.recreateMs, ' ms')} |`);
-  if (s.recreateRunningMs != null) out.push(`| … of which the bench deleting them / having every new pod Running | ${show(s.recreateDeletesMs ?? null, ' ms')} / ${show(s.recreateRunningMs, ' ms')} |`);
-  if (s.recreateUntargetedMs != null) out.push(`| the same recreations of ${s.recreations} pods no capture targets (the bench's requests alone) | ${show(s.recreateUntargetedMs, ' ms')} |`);
-  if (s.recreateAfterRunningMaxMs !== undefined) out.push(`| … longest wait of one of them from its new pod Running | ${show(s.recreateAfterRunningMaxMs, ' ms')} |`);
-  const parts = (counts: Record<string, number> | undefined) =>
-    counts && Object.keys(counts).length > 0
-      ? Object.entries(counts)
-          .sort((a, b) => b[1] - a[1])
-          .map(([k, v]) => `${k} ${v}`)
-          .join(', ')
-      : '—';
-  if (s.writesChanged) out.push(`| what the writes changed (whole phase) | ${parts(s.writesChanged)} |`);
-  if (s.quietWritesChanged) out.push(`| what the quiet-window writes changed | ${parts(s.quietWritesChanged)} |`);
-  out.push('');
+  const runs = r.scaleRuns ?? [s];
+  for (const run of runs) {
+    out.push(runs.length > 1 ? `## Controller scale: ${run.captures} captures over ${run.pods} pods` : '## Controller scale');
+    out.push(...scaleTable(run));
+  }
   out.push('## What an agent hears of other nodes\' captures');
   out.push('');
-  const fn = s.foreignNode;
+  const heard = runs
+    .filter((run) => run.foreignNode)
+    .map(({ captures, foreignNode: fn }) => `${runs.length > 1 ? `at ${captures}: ` : ''}${fn!.modified} for ${fn!.writes} writes; besides, ${fn!.added} ADDED and ${fn!.deleted} DELETED`);
   out.push(
     `${show(r.agentWatchEventsPerForeignWrite)} watch events per status write of a capture with no pod on the agent's node` +
-      (fn ? ` (${fn.modified} for ${fn.writes} writes; besides, ${fn.added} ADDED and ${fn.deleted} DELETED while captures went from unplaced to placed elsewhere).` : '.'),
+      (heard.length > 0 ? ` (${heard.join('; ')}: ADDED and DELETED as captures went from unplaced to placed, or back when their pod was gone).` : '.'),
   );
   out.push('');
   out.push('## Status writes of a busy session');

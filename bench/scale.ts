@@ -3,13 +3,14 @@
 // is measured), the controller as a child process so its RSS and CPU are its own.
 
 import type { KubeConfig } from '@kubernetes/client-node';
+import { NODE_OPTIONS } from '../cdk8s/settings.ts';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type PacketCapture } from '../crds/packetcapture.ts';
 import { kubeRequest, MERGE_PATCH } from '../kube/http.ts';
 import { createLogger } from '../kube/log.ts';
 import { nodeCaptures } from '../agent/capture-scope.ts';
 import { watchSnapshots } from '../kube/watch.ts';
 import { Component, createNamespace, defer, fakeAgentLease, now, pool, podBody, sleep, SYSTEM_NAMESPACE, waitFor } from './harness.ts';
-import { sample } from './proc.ts';
+import { peakSinceLast, sample } from './proc.ts';
 import { round1 } from './stats.ts';
 import { changedParts, tally } from './diff.ts';
 import type { BenchResults, ForeignNodeEvents } from './shape.ts';
@@ -23,13 +24,6 @@ const SETUP_CONCURRENCY = 32;
 const CONCURRENCY = 16;
 /** Every capture targets one pod by name; the others are the rest of a cluster the controller watches too. */
 export const PODS_PER_CAPTURE = 3;
-/**
- * The Deployment's old-space bound (cdk8s/controller.ts) and a 16 MB young generation:
- * left to itself, V8 grows the semi-spaces to 64 MB each under the allocation rate of a
- * large cluster's events, 130 MB of resident memory holding mostly garbage.
- */
-const CONTROLLER_NODE_OPTIONS = '--max-old-space-size=512 --max-semi-space-size=16';
-
 export interface ScalePlan {
   captures: number;
   recreations: number;
@@ -176,11 +170,15 @@ export async function controllerScale(
   defer('scale foreign-node watch', async () => foreignWatch.unsubscribe());
 
   const controller = Component.start('controller', ['controller', '--kubeconfig', kubeconfigPath, '--namespace', SYSTEM_NAMESPACE, '--metrics-port', '0'], {
-    NODE_OPTIONS: CONTROLLER_NODE_OPTIONS,
+    NODE_OPTIONS: NODE_OPTIONS.controller,
   });
   await controller.waitLog((r) => r.msg === 'watches synced', { timeoutMs: 300_000 });
   // start-up (loading and transpiling the TypeScript) is counted apart from the work
   const atSync = await sample(controller.pid);
+  // where the peak is: each phase's own high-water mark
+  const peaks: Record<string, number | null> = {};
+  const phaseEnded = async (phase: string) => (peaks[phase] = round1((await peakSinceLast(controller.pid)) ?? NaN) || null);
+  await phaseEnded('startAndList');
 
   const t0 = now();
   await pool(targets, CONCURRENCY, (t) =>
@@ -194,12 +192,14 @@ export async function controllerScale(
   // writes still in flight for the last captures
   await sleep(2000);
   const writesPerCapture = writes / captures;
+  await phaseEnded('createAndResolve');
 
   const quietStart = writes;
   quietChanged = {};
   await sleep(quietS * 1000);
   const quietWrites = writes - quietStart;
   const quietParts = quietChanged;
+  await phaseEnded('quiet');
   quietChanged = undefined;
 
   // Simultaneous recreations: same names, new UIDs, same IPs. The bench's own requests (a
@@ -235,6 +235,7 @@ export async function controllerScale(
   const recreateMs = round1(recreatedBy - r0);
   const controllerPart = Math.max(0, ...chosen.map((t) => (recreatedAt.when(key(t)) ?? recreatedBy) - runningAt.get(key(t))!));
 
+  await phaseEnded('recreate');
   const usage = await sample(controller.pid);
   await controller.stop();
   foreignWatch.unsubscribe();
@@ -250,7 +251,8 @@ export async function controllerScale(
     writesPerCapture: Math.round(writesPerCapture * 100) / 100,
     quietMinuteWrites: quietWrites,
     quietWindowS: quietS,
-    controllerPeakRssMb: usage ? round1(usage.peakRssMb) : null,
+    controllerPeakRssMb: Object.values(peaks).some((p) => p !== null) ? Math.max(...Object.values(peaks).map((p) => p ?? 0)) : null,
+    controllerPeakRssByPhaseMb: peaks,
     controllerCpuS: usage ? round1(usage.cpuS) : null,
     controllerCpuAfterSyncS: usage && atSync ? round1(usage.cpuS - atSync.cpuS) : null,
     controllerRssAtSyncMb: atSync ? round1(atSync.rssMb) : null,

@@ -70,6 +70,8 @@ export interface BenchResults {
     recreateRunningMs?: number | null;
     /** the same recreations of as many pods no capture targets: the bench's requests alone */
     recreateUntargetedMs?: number | null;
+    /** the controller's peak resident memory in each phase: start-up and the lists, creating and resolving, quiet, recreations */
+    controllerPeakRssByPhaseMb?: Record<string, number | null>;
     controllerCpuAfterSyncS?: number | null;
     controllerRssAtSyncMb?: number | null;
     createAllMs?: number | null;
@@ -79,6 +81,8 @@ export interface BenchResults {
     /** what that agent heard: MODIFIED are writes, ADDED and DELETED a capture's way from unplaced to placed elsewhere */
     foreignNode?: ForeignNodeEvents;
   };
+  /** every scale run of the plan, smallest first, when it has more than one (`scale` is the largest) */
+  scaleRuns?: BenchResults['scale'][];
   /**
    * watch events an agent on a node without pods receives per status write of the scale
    * phase's captures (all of them foreign to it); before placement labels every agent got every write: 1

@@ -23,7 +23,7 @@ import { Construct } from 'constructs';
 import { DATA_CA_NAME } from '../apiserver/api.ts';
 import { DEFAULT_DATA_DIR } from '../crds/packetcapture.ts';
 import { CONFIGMAPS, EVENTS, grantClusterWide, grantInNamespace, LEASES, PACKETCAPTURES, PACKETCAPTURES_STATUS, PODS } from './rbac.ts';
-import { AGENT_DATA_PORT, componentLabels, OPS_PORT } from './settings.ts';
+import { AGENT_DATA_PORT, componentLabels, NODE_OPTIONS, OPS_PORT } from './settings.ts';
 import { containerBasics, opsService, selectByLabels } from './workload.ts';
 
 export interface AgentProps {
@@ -88,8 +88,7 @@ export class Agent extends Construct {
         POD_NAMESPACE: EnvValue.fromFieldRef(EnvFieldPaths.POD_NAMESPACE),
         // the address the packet-capture API reaches the agent's files at (its presence Lease says it)
         POD_IP: EnvValue.fromFieldRef(EnvFieldPaths.POD_IP),
-        // V8 collects before the heap nears the container's limit, which the tcpdumps share
-        NODE_OPTIONS: EnvValue.fromValue('--max-old-space-size=256'),
+        NODE_OPTIONS: EnvValue.fromValue(NODE_OPTIONS.agent),
       },
       // cdk8s-plus defaults to 1 CPU and 512Mi requested, on every node. Measured (bench):
       // the agent alone is ~200-250 MB resident (Node, client-node, tsx), and every tcpdump
@@ -116,7 +115,7 @@ export class Agent extends Construct {
       volumeMounts: [
         // the same path inside and out, so paths in status are paths on the node
         { volume: data, path: DEFAULT_DATA_DIR },
-        // tsx caches compiled sources in the temp directory; the root filesystem is read-only
+        // the root filesystem is read-only: a writable /tmp for what expects one (a heap snapshot, a library's temp file)
         { volume: Volume.fromEmptyDir(this, 'tmp', 'tmp'), path: '/tmp' },
       ],
     });

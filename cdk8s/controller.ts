@@ -14,7 +14,7 @@ import {
   PACKETCAPTURES_STATUS,
   PODS,
 } from './rbac.ts';
-import { componentLabels, OPS_PORT } from './settings.ts';
+import { componentLabels, NODE_OPTIONS, OPS_PORT } from './settings.ts';
 import { containerBasics, opsService, restrictedContainer, selectByLabels } from './workload.ts';
 
 export interface ControllerProps {
@@ -59,9 +59,7 @@ export class Controller extends Construct {
       name: 'controller',
       ...containerBasics(image, OPS_PORT.controller),
       args: ['controller', '--leader-elect'],
-      // V8 collects before the heap nears the container's limit, and keeps its young
-      // generation small: unbounded it grows to ~130 MB resident, mostly garbage
-      envVariables: { NODE_OPTIONS: EnvValue.fromValue('--max-old-space-size=512 --max-semi-space-size=16') },
+      envVariables: { NODE_OPTIONS: EnvValue.fromValue(NODE_OPTIONS.controller) },
       // cdk8s-plus defaults to 1 CPU and 512Mi requested. Measured (bench/results/full-scale.md):
       // ~190-230 MB resident once synced (Node, client-node, tsx); peak 241 MB at 1,000
       // captures over 3,000 pods, 419 MB at 10,000 over 30,000.
@@ -71,7 +69,7 @@ export class Controller extends Construct {
       },
       // the Pod Security "restricted" level
       securityContext: restrictedContainer(NONROOT),
-      // tsx caches compiled sources in the temp directory; the root filesystem is read-only
+      // the root filesystem is read-only: a writable /tmp for what expects one (a heap snapshot, a library's temp file)
       volumeMounts: [{ volume: Volume.fromEmptyDir(this, 'tmp', 'tmp'), path: '/tmp' }],
     });
 

@@ -19,6 +19,20 @@ export const componentLabels = (component: 'controller' | 'agent' | 'api') => ({
   'app.kubernetes.io/component': component,
 });
 
+/**
+ * The V8 bounds of each component's container (NODE_OPTIONS), which the bench runs them
+ * with too, so its memory figures are the Deployment's and the DaemonSet's. An old-space
+ * bound makes V8 collect before the heap nears the container's limit (the agent's limit
+ * also holds its tcpdumps). A small young generation keeps garbage from sitting resident:
+ * left to itself V8 grows the semi-spaces to 64 MB each under a large cluster's event rate;
+ * 4 MB rather than 16 took 24 MB off the controller at 10,000 captures for the same CPU
+ * (bench/results/full-scale.md).
+ */
+export const NODE_OPTIONS = {
+  controller: '--max-old-space-size=512 --max-semi-space-size=4',
+  agent: '--max-old-space-size=256 --max-semi-space-size=4',
+} as const;
+
 /** The port of /healthz, /readyz and /metrics. */
 export const OPS_PORT = { controller: 8080, agent: 8081 } as const;
 

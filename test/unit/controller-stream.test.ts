@@ -235,6 +235,25 @@ describe('decider: one world after another', () => {
     expect([...next.changed!]).toEqual(['sel-cap']);
   });
 
+  it('two captures of one pod name, and two instances of that name: each goes to both, and the one left after a deletion', () => {
+    const decide = decider();
+    const second = capture({ target: { podName: 'web-0' } }, { uid: 'shop-cap-2', name: 'cap-2' });
+    const targetsOf = (d: Decisions, uid: string) => d.byCapture.get(uid)!.resolution.targets.map((t) => t.podUID);
+    decide(world({ captures: snapshot(shop, second, other) }));
+    const old = pod('web-0', 'u1', { ip: '10.244.0.5', deleting: true });
+    const replacement = pod('web-0', 'u9', { ip: '10.244.0.9', created: '2026-01-02T00:00:00Z' });
+    const both = decide(world({ captures: snapshot(shop, second, other), pods: snapshot(old, replacement, otherPod) }));
+    expect(new Set(both.changed)).toEqual(new Set(['shop-cap', 'shop-cap-2']));
+    const during = [targetsOf(both, 'shop-cap'), targetsOf(both, 'shop-cap-2')];
+    expect(during[0]).toEqual(during[1]);
+    const after = decide(world({ captures: snapshot(shop, second, other), pods: snapshot(replacement, otherPod) }));
+    expect([targetsOf(after, 'shop-cap'), targetsOf(after, 'shop-cap-2')]).toEqual([['u9'], ['u9']]);
+    // the second capture gone, the first still hears the pods of its name
+    decide(world({ captures: snapshot(shop, other), pods: snapshot(replacement, otherPod) }));
+    const back = decide(world({ captures: snapshot(shop, other), pods: snapshot(shopPod, otherPod) }));
+    expect(targetsOf(back, 'shop-cap')).toEqual(['u1']);
+  });
+
   it('re-derives a capture whose object changed, and drops one that left', () => {
     const decide = decider();
     const first = decide(world());

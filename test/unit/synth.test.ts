@@ -108,7 +108,7 @@ describe('cdk8s synth', () => {
       requests: { cpu: '50m', memory: '256Mi' },
       limits: { cpu: '500m', memory: '1024Mi' },
     });
-    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=512 --max-semi-space-size=16' });
+    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=512 --max-semi-space-size=4' });
     expect(container.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: 8080 });
     expect(container.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 8080 });
   });
@@ -137,7 +137,7 @@ describe('cdk8s synth', () => {
       { name: 'data', containerPort: 8444 },
     ]);
     expect(container.resources).toEqual({ requests: { cpu: '20m', memory: '256Mi' }, limits: { cpu: '500m', memory: '1024Mi' } });
-    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=256' });
+    expect(container.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-old-space-size=256 --max-semi-space-size=4' });
     const data = pod.volumes.find((v: Obj) => v.hostPath);
     expect(data.hostPath.path).toBe(DEFAULT_DATA_DIR);
     expect(container.volumeMounts).toContainEqual({ name: data.name, mountPath: DEFAULT_DATA_DIR });
