@@ -90,9 +90,10 @@ export class Agent extends Construct {
         POD_IP: EnvValue.fromFieldRef(EnvFieldPaths.POD_IP),
         NODE_OPTIONS: EnvValue.fromValue(NODE_OPTIONS.agent),
       },
-      // cdk8s-plus defaults to 1 CPU and 512Mi requested, on every node. Measured (bench):
-      // the agent alone is ~200-250 MB resident (Node, client-node, tsx), and every tcpdump
-      // in its container adds ~8 MB (100 sessions: 766 MB), all under this one limit.
+      // cdk8s-plus defaults to 1 CPU and 512Mi requested, on every node. Measured (bench/results/full.md):
+      // the agent alone is ~100 MB resident at rest and ~130 MB with 100 sessions, and every
+      // tcpdump in its container adds up to ~14 MB (100 sessions: 1,365 MB, shared pages
+      // counted in each), all under this one limit.
       resources: {
         cpu: { request: Cpu.millis(20), limit: Cpu.millis(500) },
         memory: { request: Size.mebibytes(256), limit: Size.gibibytes(1) },

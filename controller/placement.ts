@@ -71,3 +71,13 @@ export function placementPatch(capture: PacketCapture, nodes: ReadonlySet<string
   if (nodes.size > 0 && current[PLACED_LABEL] === undefined) patch[PLACED_LABEL] = 'true';
   return Object.keys(patch).length > 0 ? patch : undefined;
 }
+
+/**
+ * placementPatch against the labels as `written`, our own last label patch, left them: a
+ * snapshot that does not show that patch yet would otherwise be taken for the truth.
+ */
+export function placementPatchOver(capture: PacketCapture, nodes: ReadonlySet<string>, written: Record<string, string | null>): Record<string, string | null> | undefined {
+  const merged = { ...capture.metadata.labels, ...written };
+  const labels = Object.fromEntries(Object.entries(merged).filter((e): e is [string, string] => e[1] !== null));
+  return placementPatch({ ...capture, metadata: { ...capture.metadata, labels } }, nodes);
+}

@@ -20,7 +20,7 @@ import { carryTransitionTimes, observedControllerStatus, type ControllerStatus }
 import { phaseEvents, problemEvents, seedLineage, targetEvents, type CaptureEvent, type Lineage } from './events.ts';
 import { withFinalizer, type FinalizerOptions } from './finalizer.ts';
 import type { ControllerMetrics } from './metrics.ts';
-import { PLACED_LABEL } from './placement.ts';
+import { PLACED_LABEL, placementPatchOver } from './placement.ts';
 import { decisions, perCapture, type Decision } from './stream.ts';
 import type { Pod } from './targets.ts';
 
@@ -44,6 +44,14 @@ interface CaptureState {
   uid: string;
   log: Logger;
   lineage: Lineage;
+  /**
+   * our last placement label patch, until the snapshot shows it. A decision made from a
+   * snapshot that lags it would place the capture against labels that are gone (a status
+   * written while the capture is, in truth, unplaced reaches every agent). Trusted for
+   * ECHO_WAIT_MS at most, as the status writer trusts its own writes: labels someone else
+   * changed since are then read from the snapshot again.
+   */
+  placed?: { labels: Record<string, string | null>; at: number };
 }
 
 const RETRY_BASE_MS = 500;
@@ -90,7 +98,8 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
   };
 
   /** Our finalizer and the placement labels, in one request: a new capture costs one metadata write and one status write. */
-  const patchMetadata = async (c: PacketCapture, change: { finalizer?: boolean; labels?: Record<string, string | null> }): Promise<void> => {
+  /** true once applied; false when the capture is gone or changed since the snapshot (the watch brings a new decision) */
+  const patchMetadata = async (c: PacketCapture, change: { finalizer?: boolean; labels?: Record<string, string | null> }): Promise<boolean> => {
     const metadata = {
       ...(change.finalizer !== undefined ? { finalizers: withFinalizer(c.metadata.finalizers, change.finalizer) } : {}),
       ...(change.labels ? { labels: change.labels } : {}),
@@ -100,9 +109,11 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     };
     try {
       await call('metadata', () => kubeRequest(kc, 'PATCH', capturePath(c), { contentType: MERGE_PATCH, body: { metadata } }));
+      return true;
     } catch (err) {
       // gone, or changed since the snapshot: either way the watch brings the news and a new decision
       if (!isNotFound(err) && !isConflict(err)) throw err;
+      return false;
     }
   };
 
@@ -136,6 +147,14 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     await record(c, state, [...fromTargets.events, ...phaseEvents(before, desired), ...problemEvents(before, desired, everTargeted)]);
   };
 
+  /** The decision's label patch, made against the labels as our own last patch left them. */
+  const placementNow = (d: Decision, state: CaptureState): Record<string, string | null> | undefined => {
+    const seen = d.capture.metadata.labels ?? {};
+    const shown = (placed: Record<string, string | null>) => Object.entries(placed).every(([k, v]) => (v === null ? seen[k] === undefined : seen[k] === v));
+    if (state.placed && (shown(state.placed.labels) || Date.now() - state.placed.at > StatusWriter.ECHO_WAIT_MS)) state.placed = undefined;
+    return state.placed && d.nodes ? placementPatchOver(d.capture, d.nodes, state.placed.labels) : d.labels;
+  };
+
   const reconcileOne = async (d: Decision, state: CaptureState): Promise<void> => {
     const stopTimer = metrics.reconcileDuration.startTimer();
     try {
@@ -148,13 +167,16 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
         if (d.finalizer.reason === REASONS.AgentGone) await record(d.capture, state, [{ type: 'Warning', reason: REASONS.AgentGone, message: d.finalizer.message }]);
       } else {
         const finalizer = d.finalizer.action === 'add' ? true : undefined;
+        const labels = placementNow(d, state);
         // An unplaced capture is heard by every agent: the status it is unplaced with (its
         // pod gone) is written first, while only the nodes it was placed on hear it, and the
         // others get it once, with the capture. Placing goes first, so that its nodes alone
         // hear the status.
-        const unplacing = d.labels?.[PLACED_LABEL] === null;
+        const unplacing = labels?.[PLACED_LABEL] === null;
         if (unplacing) await writeStatus(d, state);
-        if (finalizer || d.labels) await patchMetadata(d.capture, { finalizer, labels: d.labels });
+        if ((finalizer || labels) && (await patchMetadata(d.capture, { finalizer, labels })) && labels) {
+          state.placed = { labels: { ...state.placed?.labels, ...labels }, at: Date.now() };
+        }
         if (!unplacing) await writeStatus(d, state);
       }
       metrics.reconciles.inc({ result: 'success' });

@@ -39,6 +39,8 @@ export interface Decision {
   finalizer: FinalizerDecision;
   /** the merge patch of metadata.labels that places the capture on its nodes (placement.ts), if they are not right */
   labels?: Record<string, string | null>;
+  /** the nodes it is to be placed on (placement.ts), unless it is being deleted */
+  nodes?: ReadonlySet<string>;
 }
 
 export interface Decisions {
@@ -257,8 +259,9 @@ function decideOne(capture: PacketCapture, candidates: Iterable<Pod>, agentNodes
   const deletion = finalizer.action === 'wait' || finalizer.action === 'release' ? finalizer : undefined;
   const derived = deriveStatus({ capture, resolution, now, agentNodes, deletion });
   // a capture being deleted is seen where it was placed until it goes: nothing to move
-  const labels = capture.metadata.deletionTimestamp ? undefined : placementPatch(capture, placementNodes(capture, pods));
-  return { capture, resolution, derived, finalizer, ...(labels ? { labels } : {}) };
+  const nodes = capture.metadata.deletionTimestamp ? undefined : placementNodes(capture, pods);
+  const labels = nodes && placementPatch(capture, nodes);
+  return { capture, resolution, derived, finalizer, ...(labels ? { labels } : {}), ...(nodes ? { nodes } : {}) };
 }
 
 /** Derives the decisions of a sequence of worlds; `everything` re-derives every capture. */

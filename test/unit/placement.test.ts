@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HANDOVER_MS, placedOn, scopedCaptures, type Handover } from '../../agent/capture-scope.ts';
-import { NODE_LABEL_PREFIX, nodeLabelKey, PLACED_LABEL, placementNodes, placementPatch } from '../../controller/placement.ts';
+import { NODE_LABEL_PREFIX, nodeLabelKey, PLACED_LABEL, placementNodes, placementPatch, placementPatchOver } from '../../controller/placement.ts';
 import type { PacketCapture } from '../../crds/packetcapture.ts';
 import { capture, pod, session, snapshot } from './controller-fixtures.ts';
 
@@ -52,6 +52,23 @@ describe('placement: which nodes see a capture', () => {
     expect(placementPatch(placed, new Set(['node-a']))).toBeUndefined();
     expect(placementPatch(capture({ target: { podName: 'web-0' } }), new Set())).toBeUndefined();
     expect(placementPatch(placed, new Set())).toEqual({ [PLACED_LABEL]: null, [nodeLabelKey('node-a')]: null });
+  });
+});
+
+describe('placement over our own last label patch', () => {
+  const placedOnA = withLabels(capture({ target: { podName: 'web-0' } }), { [PLACED_LABEL]: 'true', [nodeLabelKey('node-a')]: 'true', team: 'x' });
+  const unplaced = { [PLACED_LABEL]: null, [nodeLabelKey('node-a')]: null };
+
+  it('a snapshot still showing labels our last patch removed is not taken at its word', () => {
+    // the snapshot says placed on node-a, which is right for the pod there, so it asks nothing
+    expect(placementPatch(placedOnA, new Set(['node-a']))).toBeUndefined();
+    // but our last patch unplaced it: it must be placed again
+    expect(placementPatchOver(placedOnA, new Set(['node-a']), unplaced)).toEqual({ [PLACED_LABEL]: 'true', [nodeLabelKey('node-a')]: 'true' });
+  });
+
+  it('what our patch set and the snapshot agrees with asks nothing; others\' labels stay out of it', () => {
+    expect(placementPatchOver(placedOnA, new Set(['node-a']), { [nodeLabelKey('node-a')]: 'true' })).toBeUndefined();
+    expect(placementPatchOver(placedOnA, new Set(), unplaced)).toBeUndefined();
   });
 });
 
