@@ -97,8 +97,11 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     }
   };
 
-  /** Our finalizer and the placement labels, in one request: a new capture costs one metadata write and one status write. */
-  /** true once applied; false when the capture is gone or changed since the snapshot (the watch brings a new decision) */
+  /**
+   * Our finalizer and the placement labels, in one request: a new capture costs one metadata
+   * write and one status write. True once applied; false when the capture is gone or changed
+   * since the snapshot (the watch brings a new decision).
+   */
   const patchMetadata = async (c: PacketCapture, change: { finalizer?: boolean; labels?: Record<string, string | null> }): Promise<boolean> => {
     const metadata = {
       ...(change.finalizer !== undefined ? { finalizers: withFinalizer(c.metadata.finalizers, change.finalizer) } : {}),

@@ -220,9 +220,8 @@ class TargetIndex {
       if (!c) continue;
       const t = TargetIndex.target(c);
       const { namespace, uid } = c.metadata;
-      const index = t && 'podName' in t ? this.byPodName : this.bySelector;
-      const key = t && 'podName' in t ? nameKey(namespace, t.podName) : namespace;
       if (!t) continue;
+      const [index, key] = 'podName' in t ? [this.byPodName, nameKey(namespace, t.podName)] : [this.bySelector, namespace];
       if (present) index.add(key, uid, true);
       else index.remove(key, uid);
     }
