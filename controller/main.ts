@@ -20,6 +20,13 @@ import type { Pod } from './targets.ts';
 /** Name of the leader-election Lease in the system namespace. */
 export const CONTROLLER_LEASE = 'packet-capture-controller';
 export const CONTROLLER_COMPONENT = 'packet-capture-controller';
+/**
+ * Every decision follows from a watch event or a due time (wakes), so the resync is only a
+ * safety net, as controller-runtime's SyncPeriod is: each one re-derives every capture and
+ * compares its status, and at 10,000 captures one every 10 s was most of the controller's
+ * work (and the garbage its heap grew for) while nothing happened.
+ */
+export const DEFAULT_RESYNC_MS = 5 * 60_000;
 
 export interface ControllerOptions {
   kubeConfig: KubeConfig;
@@ -33,7 +40,7 @@ export interface ControllerOptions {
   identity?: string;
   /** watch PacketCaptures and Pods of this namespace only (default: all namespaces) */
   watchNamespace?: string;
-  /** re-derive every decision this often even when nothing changed */
+  /** re-derive every decision this often even when nothing changed (default DEFAULT_RESYNC_MS) */
   resyncMs?: number;
   leaseDurationSeconds?: number;
   leaseRetryPeriodMs?: number;
@@ -103,7 +110,7 @@ export async function runController(opts: ControllerOptions): Promise<Controller
     pods$,
     leases$,
     isLeader$: elector?.isLeader$ ?? of(true),
-    resyncMs: opts.resyncMs ?? 10_000,
+    resyncMs: opts.resyncMs ?? DEFAULT_RESYNC_MS,
     finalizer: { ...DEFAULT_FINALIZER_OPTIONS, ...opts.finalizer },
     writer,
   });

@@ -42,7 +42,8 @@ export interface ReconcilerOptions {
 
 interface CaptureState {
   uid: string;
-  log: Logger;
+  /** the capture's logger, made for each line: kept, one per capture was ~250 bytes, and a capture logs only when it writes */
+  log(): Logger;
   lineage: Lineage;
   /**
    * our last placement label patch, until the snapshot shows it. A decision made from a
@@ -122,7 +123,7 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
 
   const record = async (c: PacketCapture, state: CaptureState, events: CaptureEvent[]) => {
     for (const e of events) {
-      state.log[e.type === 'Warning' ? 'warn' : 'info']({ podUID: e.podUID, reason: e.reason }, e.message);
+      state.log()[e.type === 'Warning' ? 'warn' : 'info']({ podUID: e.podUID, reason: e.reason }, e.message);
       if (e.reason === REASONS.PodReplaced) metrics.podReplacements.inc();
       await opts.events.record(involved(c), e.type, e.reason, e.message);
     }
@@ -140,11 +141,11 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     if (!(await call('status', () => writer.apply(target, desired)))) return;
     metrics.statusWrites.inc();
     const ready = desired.conditions.find((x) => x.type === 'Ready');
-    state.log.info(
+    state.log().info(
       { phase: desired.phase, reason: ready?.reason, podUIDs: desired.targets.map((t) => t.podUID), generation: desired.observedGeneration },
       'status updated',
     );
-    const everTargeted = state.lineage.size > 0 || desired.targets.length > 0;
+    const everTargeted = state.lineage.length > 0 || desired.targets.length > 0;
     const fromTargets = targetEvents(state.lineage, desired.targets);
     state.lineage = fromTargets.lineage;
     await record(c, state, [...fromTargets.events, ...phaseEvents(before, desired), ...problemEvents(before, desired, everTargeted)]);
@@ -158,13 +159,13 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
     return state.placed && d.nodes ? placementPatchOver(d.capture, d.nodes, state.placed.labels) : d.labels;
   };
 
-  const reconcileOne = async (d: Decision, state: CaptureState): Promise<void> => {
+  const reconcileOne = async (d: Decision, state: CaptureState, current: () => boolean): Promise<void> => {
     const stopTimer = metrics.reconcileDuration.startTimer();
     try {
       if (d.finalizer.action === 'release') {
         // the object is about to go: a last status would only be one more write nobody reads
         await patchMetadata(d.capture, { finalizer: false });
-        state.log.info({ reason: d.finalizer.reason }, `finalizer released: ${d.finalizer.message}`);
+        state.log().info({ reason: d.finalizer.reason }, `finalizer released: ${d.finalizer.message}`);
         // released unconfirmed: a tcpdump may still run on that node until its agent is back
         // (its reaper stops it), and the Event outlives the object, so whoever deleted it can tell
         if (d.finalizer.reason === REASONS.AgentGone) await record(d.capture, state, [{ type: 'Warning', reason: REASONS.AgentGone, message: d.finalizer.message }]);
@@ -175,17 +176,19 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
         // pod gone) is written first, while only the nodes it was placed on hear it, and the
         // others get it once, with the capture. Placing goes first, so that its nodes alone
         // hear the status.
+        // A newer decision that came while one request was made has the next: a pod that is
+        // back spares the unplacing, one already Running the status that it is Pending.
         const unplacing = labels?.[PLACED_LABEL] === null;
         if (unplacing) await writeStatus(d, state);
-        if ((finalizer || labels) && (await patchMetadata(d.capture, { finalizer, labels })) && labels) {
+        if ((finalizer || labels) && current() && (await patchMetadata(d.capture, { finalizer, labels })) && labels) {
           state.placed = { labels: { ...state.placed?.labels, ...labels }, at: Date.now() };
         }
-        if (!unplacing) await writeStatus(d, state);
+        if (!unplacing && current()) await writeStatus(d, state);
       }
       metrics.reconciles.inc({ result: 'success' });
     } catch (err) {
       metrics.reconciles.inc({ result: 'error' });
-      state.log.warn({ err: String(err) }, 'reconcile failed; retrying');
+      state.log().warn({ err: String(err) }, 'reconcile failed; retrying');
       throw err;
     } finally {
       stopTimer();
@@ -194,14 +197,13 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
 
   const work$ = decisions(opts.captures$, opts.pods$, opts.leases$, { resyncMs: opts.resyncMs, finalizer: opts.finalizer }).pipe(
     perCapture<CaptureState>({
-      init: ({ capture: c }) => ({
-        uid: c.metadata.uid,
-        log: log.child({ namespace: c.metadata.namespace, name: c.metadata.name, captureUID: c.metadata.uid }),
-        lineage: seedLineage(c.status),
-      }),
-      work: (d, state) =>
+      init: ({ capture: c }) => {
+        const { namespace, name, uid } = c.metadata;
+        return { uid, log: () => log.child({ namespace, name, captureUID: uid }), lineage: seedLineage(c.status) };
+      },
+      work: (d, state, current) =>
         defer(() => {
-          const run = reconcileOne(d, state);
+          const run = reconcileOne(d, state, current);
           inFlight.add(run);
           return run.finally(() => inFlight.delete(run));
         }),

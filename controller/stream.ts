@@ -478,7 +478,11 @@ export function latestSerially<T>(
 export interface PerCaptureOptions<S> {
   /** state for one capture, made on its first decision; it lives until the capture leaves the world */
   init: (first: Decision) => S;
-  work: (decision: Decision, state: S) => Observable<unknown>;
+  /**
+   * `current()` turns false once a newer decision for the capture (or its leaving) has come:
+   * work made of several requests ends early then, the next run having the newer decision.
+   */
+  work: (decision: Decision, state: S, current: () => boolean) => Observable<unknown>;
   /** called once the capture left the world and its last run ended */
   dispose?: (state: S) => void;
   retryDelay: (failures: number) => number;
@@ -509,7 +513,7 @@ export function perCapture<S>(opts: PerCaptureOptions<S>): OperatorFunction<Deci
         const slot: Slot = {
           decision,
           serial: new Serial(
-            (d) => opts.work(d, (slot.state ??= opts.init(d))),
+            (d) => opts.work(d, (slot.state ??= opts.init(d)), () => slot.decision === d && slots.get(uid) === slot),
             opts.retryDelay,
             scheduler,
             () => {

@@ -6,7 +6,7 @@ import { cachedCapture, cachedLease, cachedPod } from '../../controller/cache.ts
 import { resolveTargets, type Pod } from '../../controller/targets.ts';
 import type { PacketCapture } from '../../crds/packetcapture.ts';
 import type { Lease } from '../../controller/agents.ts';
-import { capture, pod } from './controller-fixtures.ts';
+import { capture, pod, session } from './controller-fixtures.ts';
 
 const managedFields = [{ manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': {} } }];
 
@@ -65,5 +65,20 @@ describe('controller cache transforms', () => {
       metadata: { ...c.metadata, managedFields, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{}' } },
     } as PacketCapture;
     expect(cachedCapture(full)).toEqual(c);
+  });
+
+  it('keeps a whole status, every condition, target and session, as it came', () => {
+    const message = '0 of 1 target(s) capturing; web-0 (UID u1): waiting for the agent on node-a';
+    const at = '2026-01-01T00:00:00Z';
+    const status: PacketCapture['status'] = {
+      phase: 'Pending',
+      observedGeneration: 1,
+      conditions: ['Ready', 'Capturing', 'Reconciling'].map((type) => ({ type, status: 'False' as const, reason: 'SessionsStarting', message, lastTransitionTime: at, observedGeneration: 1 })),
+      targets: [{ podName: 'web-0', podUID: 'u1', nodeName: 'node-a', podIP: '10.244.0.5' }],
+      sessions: [session('web-0', 'u1', { state: 'Failed', reason: 'NetnsNotFound' })],
+    };
+    const base = capture({ target: { podName: 'web-0' } }, { status, finalizers: ['packetcapture.dev/cleanup'] });
+    const c = { ...base, metadata: { ...base.metadata, labels: { 'packetcapture.dev/placed': 'true', 'node.packetcapture.dev/node-a': 'true' } } };
+    expect(cachedCapture(structuredClone(c))).toEqual(c);
   });
 });

@@ -239,6 +239,20 @@ describe('deriveStatus over time', () => {
     expect(canonical(again)).toBe(canonical(first));
   });
 
+  it('a derivation that reproduces the status is made of the status own objects, and one that changes a condition shares the rest', () => {
+    const c = byName({ status: { sessions: [running()] } });
+    const seen = written(c, derive(c).status);
+    const again = derive(seen, undefined, T0 + 3_600_000).status;
+    expect(again.conditions).toBe(seen.status!.conditions);
+    expect(again.targets).toBe(seen.status!.targets);
+
+    const stopped = { ...seen, status: { ...seen.status, sessions: [running({ state: 'Ended' })] } };
+    const changed = derive(stopped, undefined, T0 + 3_600_000).status;
+    expect(cond(changed, 'Ready')).not.toBe(cond(seen.status as ControllerStatus, 'Ready'));
+    expect(cond(changed, 'TargetResolved')).toBe(cond(seen.status as ControllerStatus, 'TargetResolved'));
+    expect(changed.targets).toBe(seen.status!.targets);
+  });
+
   it('keeps lastTransitionTime when only the reason changes, and moves it when the status flips', () => {
     const c = byName();
     const waiting = derive(c, [], T0).status; // Ready False / PodNotFound

@@ -10,14 +10,14 @@ const t = (podName: string, podUID: string, nodeName = 'node-a', podIP?: string)
 
 describe('targetEvents', () => {
   it('announces a first instance as TargetResolved', () => {
-    const { events } = targetEvents(new Map(), [t('web-0', 'u1', 'node-a', '10.0.0.5')]);
+    const { events } = targetEvents([], [t('web-0', 'u1', 'node-a', '10.0.0.5')]);
     expect(events).toEqual([
       expect.objectContaining({ type: 'Normal', reason: REASONS.TargetResolved, podUID: 'u1', message: expect.stringContaining('10.0.0.5') }),
     ]);
   });
 
   it('names both UIDs when a pod name moves to a new instance, and the node it moved to', () => {
-    const first = targetEvents(new Map(), [t('web-0', 'old', 'node-a')]);
+    const first = targetEvents([], [t('web-0', 'old', 'node-a')]);
     const { events } = targetEvents(first.lineage, [t('web-0', 'new', 'node-b')]);
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ reason: REASONS.PodReplaced, podUID: 'new' });
@@ -25,23 +25,23 @@ describe('targetEvents', () => {
   });
 
   it('recognises a replacement across a gap without targets', () => {
-    const first = targetEvents(new Map(), [t('web-0', 'old')]);
+    const first = targetEvents([], [t('web-0', 'old')]);
     const gap = targetEvents(first.lineage, []);
     expect(gap.events).toEqual([]);
     expect(targetEvents(gap.lineage, [t('web-0', 'new')]).events.map((e) => e.reason)).toEqual([REASONS.PodReplaced]);
   });
 
   it('says nothing when the same instances are targets again', () => {
-    const first = targetEvents(new Map(), [t('web-0', 'u1'), t('web-1', 'u2')]);
+    const first = targetEvents([], [t('web-0', 'u1'), t('web-1', 'u2')]);
     expect(targetEvents(first.lineage, [t('web-1', 'u2'), t('web-0', 'u1')]).events).toEqual([]);
   });
 
   it('forgets the least recently targeted names beyond its bound', () => {
-    let lineage = targetEvents(new Map(), [t('keep', 'k1')]).lineage;
+    let lineage = targetEvents([], [t('keep', 'k1')]).lineage;
     for (let i = 0; i < LINEAGE_LIMIT; i++) lineage = targetEvents(lineage, [t(`churn-${i}`, `c${i}`)]).lineage;
-    expect(lineage.size).toBe(LINEAGE_LIMIT);
-    expect(lineage.has('keep')).toBe(false);
-    expect(lineage.has(`churn-${LINEAGE_LIMIT - 1}`)).toBe(true);
+    expect(lineage.length).toBe(LINEAGE_LIMIT);
+    expect(lineage.some((t) => t.podName === 'keep')).toBe(false);
+    expect(lineage.at(-1)?.podName).toBe(`churn-${LINEAGE_LIMIT - 1}`);
   });
 
   it('is seeded from the current targets, else the newest session per name', () => {
@@ -53,8 +53,8 @@ describe('targetEvents', () => {
         session('web-1', 'b', { startTime: '2026-01-01T00:01:00Z' }),
       ],
     });
-    expect(lineage.get('web-0')?.podUID).toBe('current');
-    expect(lineage.get('web-1')?.podUID).toBe('b');
+    expect(lineage.find((t) => t.podName === 'web-0')?.podUID).toBe('current');
+    expect(lineage.find((t) => t.podName === 'web-1')?.podUID).toBe('b');
   });
 });
 

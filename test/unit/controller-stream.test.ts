@@ -409,6 +409,33 @@ describe('perCapture (marbles)', () => {
       expect(log).toEqual(['x@0', "x'@6", 'dispose x@12']);
     });
   });
+  it('tells a run when a newer decision came for its capture, or the capture left', () => {
+    const ts = newScheduler();
+    ts.run(({ hot, cold, flush }) => {
+      const log: string[] = [];
+      const runs = new Map<string, () => boolean>();
+      // x: a newer decision at 2; y: unchanged; z: leaves at 2
+      const first = world('x', 'y', 'z');
+      const second: Decisions = { byCapture: new Map([...world('x').byCapture, ['y', first.byCapture.get('y')!]]) };
+      hot('a-b', { a: first, b: second })
+        .pipe(
+          perCapture<{ uid: string }>({
+            init: (d) => ({ uid: d.capture.metadata.uid }),
+            work: (_decision, state, current) => {
+              if (!runs.has(state.uid)) runs.set(state.uid, current);
+              log.push(`${state.uid}@${ts.now()}:${current()}`);
+              return cold('----|');
+            },
+            retryDelay: () => 1,
+            scheduler: ts,
+          }),
+        )
+        .subscribe();
+      ts.schedule(() => log.push(...[...runs].map(([uid, current]) => `${uid} first run current at 3:${current()}`)), 3);
+      flush();
+      expect(log).toEqual(['x@0:true', 'y@0:true', 'z@0:true', 'x first run current at 3:false', 'y first run current at 3:true', 'z first run current at 3:false', 'x@4:true']);
+    });
+  });
   it('lets go of its source when unsubscribed, even with captures in flight', () => {
     const ts = newScheduler();
     ts.run(({ hot, cold, expectObservable, expectSubscriptions }) => {
