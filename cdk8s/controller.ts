@@ -61,8 +61,8 @@ export class Controller extends Construct {
       args: ['controller', '--leader-elect'],
       envVariables: { NODE_OPTIONS: EnvValue.fromValue(NODE_OPTIONS.controller) },
       // cdk8s-plus defaults to 1 CPU and 512Mi requested. Measured (bench/results/full.md):
-      // 115-145 MB resident once synced (Node and the bundle, 3,000-30,000 pods); peak 195 MB
-      // at 1,000 captures over 3,000 pods, 322 MB at 10,000 over 30,000.
+      // 115-145 MB resident once synced (Node and the bundle, 3,000-30,000 pods); peak 144 MB
+      // at 1,000 captures over 3,000 pods, 236 MB at 10,000 over 30,000.
       resources: {
         cpu: { request: Cpu.millis(50), limit: Cpu.millis(500) },
         memory: { request: Size.mebibytes(256), limit: Size.gibibytes(1) },
