@@ -176,8 +176,9 @@ export function reconciler(opts: ReconcilerOptions): Reconciler {
         // pod gone) is written first, while only the nodes it was placed on hear it, and the
         // others get it once, with the capture. Placing goes first, so that its nodes alone
         // hear the status.
-        // A newer decision that came while one request was made has the next: a pod that is
-        // back spares the unplacing, one already Running the status that it is Pending.
+        // A newer decision that came while a request was out makes the rest of this one
+        // stale, and the next run has it: a pod that is back spares the unplacing, one
+        // already Running the status that says it is Pending.
         const unplacing = labels?.[PLACED_LABEL] === null;
         if (unplacing) await writeStatus(d, state);
         if ((finalizer || labels) && current() && (await patchMetadata(d.capture, { finalizer, labels })) && labels) {
