@@ -40,7 +40,7 @@ const PLANS = {
     rounds: 50,
     floorRounds: 30,
     fidelity: { primary: 20_000, steps: [5000, 20_000, 40_000, 80_000, 160_000], seconds: 10 },
-    // N = 10,000 (30,000 pods) takes about 9 minutes of the run on 2 cores
+    // N = 10,000 (30,000 pods) takes 6-8 minutes of the run on 2 cores, most of it the API server creating them
     scales: [
       { captures: 1000, recreations: 1000 },
       { captures: 10_000, recreations: 1000 },

@@ -173,7 +173,7 @@ export async function controllerScale(
     NODE_OPTIONS: NODE_OPTIONS.controller,
   });
   await controller.waitLog((r) => r.msg === 'watches synced', { timeoutMs: 300_000 });
-  // start-up (loading and transpiling the TypeScript) is counted apart from the work
+  // start-up (loading the bundle, listing 3N pods) is counted apart from the work
   const atSync = await sample(controller.pid);
   // where the peak is: each phase's own high-water mark
   const peaks: Record<string, number | null> = {};
